@@ -1,0 +1,48 @@
+"""The gateway: a stateless FastAPI app; every piece of state lives in Redis."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.exceptions
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from app.routes import admin, generate, health, jobs, models
+from app.settings import GatewaySettings
+from store.catalog import load_catalog
+from store.jobstore import JobStore
+
+
+def create_app(settings: GatewaySettings | None = None) -> FastAPI:
+    settings = settings or GatewaySettings()
+    catalog = load_catalog(settings.catalog)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.store = JobStore(settings.redis_url, settings.retention_s)
+        yield
+        await app.state.store.close()
+
+    app = FastAPI(
+        title="fluxgate",
+        version="0.1.0",
+        description="Self-hosted image generation: FLUX and CogView behind a Redis job queue.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.catalog = catalog
+
+    @app.exception_handler(redis.exceptions.ConnectionError)
+    @app.exception_handler(redis.exceptions.TimeoutError)
+    async def redis_unavailable(_request: Request, _err: Exception) -> JSONResponse:
+        # Nothing was accepted: the submit script either ran whole or not at all.
+        return JSONResponse(
+            {"detail": "the job store (Redis) is unavailable; retry shortly"},
+            status_code=503, headers={"Retry-After": "2"},
+        )
+
+    for module in (generate, jobs, models, admin, health):
+        app.include_router(module.router)
+    return app

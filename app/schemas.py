@@ -1,0 +1,104 @@
+"""Request and response bodies of API v1."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_PROMPT_CHARS = 2000
+
+
+class GenerateRequest(BaseModel):
+    """Limits that depend on the variant (size, steps, guidance) are checked against the catalog."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(description="variant name, see GET /v1/models")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    width: int | None = Field(default=None, description="pixels, a multiple of 16; default per variant")
+    height: int | None = Field(default=None, description="pixels, a multiple of 16; default per variant")
+    steps: int | None = Field(default=None, description="denoising steps; default per variant")
+    guidance: float | None = Field(default=None, allow_inf_nan=False, description="guidance; default per variant")
+    seed: int | None = Field(default=None, ge=0, lt=2**63 - 16, description="random if omitted")
+    n: int = Field(default=1, ge=1, le=4, description="images to generate, each with seed, seed+1, ...")
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class Progress(BaseModel):
+    step: int
+    total: int
+
+
+class Timings(BaseModel):
+    created_at: float
+    started_at: float | None = None
+    finished_at: float | None = None
+    queue_seconds: float | None = None
+    run_seconds: float | None = None
+
+
+class ImageResult(BaseModel):
+    url: str
+    width: int
+    height: int
+    seed: int
+    content_type: str
+
+
+class JobResponse(BaseModel):
+    id: str
+    status: Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
+    model: str
+    prompt: str
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    n: int
+    seeds: list[int]
+    output_format: str
+    cost: int = Field(description="milli-credits")
+    queue_position: int | None = None
+    progress: Progress
+    timings: Timings
+    images: list[ImageResult] = []
+    expires_at: float | None = None
+    error: str | None = None
+    polling_url: str
+    events_url: str
+    cancel_url: str
+
+
+class SubmitResponse(BaseModel):
+    id: str
+    status: str
+    polling_url: str
+    events_url: str
+    cancel_url: str
+    queue_position: int
+    cost: int = Field(description="milli-credits")
+
+
+class ModelInfo(BaseModel):
+    id: str
+    family: str
+    description: str
+    tasks: list[str]
+    defaults: dict[str, float | int]
+    limits: dict[str, float | int]
+    price: dict[str, int]
+    available: bool = Field(description="a live worker serves this variant")
+
+
+class KeyCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=200)
+    account: str | None = Field(default=None, max_length=200)
+
+
+class KeyCreateResponse(BaseModel):
+    key: str = Field(description="shown once; only its hash is stored")
+    id: str
+    name: str
+    account: str

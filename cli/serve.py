@@ -1,0 +1,119 @@
+"""`fluxgate serve`: everything on one machine. An embedded Redis (AOF in the data directory), the
+gateway and one worker as child processes; prints the URL and keys; Ctrl-C / SIGTERM stops all."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface for the gateway (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
+    parser.add_argument("--data-dir", default=".fluxgate", help="Redis data and keys (default ./.fluxgate)")
+    parser.add_argument("--catalog", default="demo", help="catalog name or TOML path (default demo)")
+    parser.add_argument("--device", default="cpu", help="torch device for the worker (default cpu)")
+    parser.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (default: a free one)")
+
+
+def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    # Own process group, so a Ctrl-C in the terminal reaches only us and we stop children in order.
+    return subprocess.Popen([sys.executable, "-m", "cli.main", *command], env=env, start_new_session=True)
+
+
+def _ensure_keys(redis_url: str, keys_file: Path) -> dict[str, str]:
+    """The admin key and a first API key, created once; the plaintext is kept only in keys_file
+    (mode 0600) so a restart shows the same keys. Redis itself stores hashes only."""
+    import redis
+
+    from store import apikeys
+    from store import keys as key_names
+    from store.jobstore import key_fields
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    saved: dict[str, str] = json.loads(keys_file.read_text()) if keys_file.exists() else {}
+    for role, admin in (("admin_key", True), ("api_key", False)):
+        key = saved.get(role)
+        if key and client.exists(key_names.api_key(apikeys.hash_key(key))):
+            continue
+        key = apikeys.generate()
+        redis_key, fields = key_fields(key, "admin" if admin else "first key", None, admin)
+        client.hset(redis_key, mapping=fields)
+        saved[role] = key
+    keys_file.write_text(json.dumps(saved, indent=2))
+    keys_file.chmod(0o600)
+    client.close()
+    return saved
+
+
+def _wait_http(url: str, timeout_s: float) -> bool:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return True
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from store.embedded import EmbeddedRedis
+
+    data_dir = Path(args.data_dir)
+    redis_server = EmbeddedRedis(data_dir / "redis", port=args.redis_port or None).start()
+    env = dict(os.environ, FLUXGATE_REDIS_URL=redis_server.url, FLUXGATE_CATALOG=args.catalog,
+               FLUXGATE_DEVICE=args.device, PYTHONUNBUFFERED="1")
+    keys = _ensure_keys(redis_server.url, data_dir / "keys.json")
+    commands = {
+        "gateway": ["gateway", "--host", args.host, "--port", str(args.port)],
+        "worker": ["worker"],
+    }
+    children = {name: _child(cmd, env) for name, cmd in commands.items()}
+    stopping = threading.Event()
+
+    def _stop(_signum: int, _frame: object) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+
+    url = f"http://{args.host}:{args.port}"
+    if _wait_http(f"{url}/healthz", 30):
+        print(f"\nfluxgate is running at {url}  (API docs: {url}/docs)\n"
+              f"  admin key: {keys['admin_key']}\n"
+              f"  API key:   {keys['api_key']}\n"
+              f"  data:      {data_dir.resolve()}  (Redis {redis_server.url})\n\n"
+              f"Try:\n  curl -s {url}/v1/generate -H 'x-key: {keys['api_key']}' -H 'Prefer: wait=30' \\\n"
+              f"    -H 'content-type: application/json' \\\n"
+              f"    -d '{{\"model\": \"schnell\", \"prompt\": \"a red circle\"}}'\n",
+              flush=True)
+    restarts = 0
+    while not stopping.wait(0.5):
+        for name, process in children.items():
+            if process.poll() is not None:
+                # A crashed child is restarted: accepted jobs wait in Redis meanwhile.
+                restarts += 1
+                print(f"fluxgate: {name} exited with {process.returncode}; restarting", file=sys.stderr, flush=True)
+                time.sleep(min(5.0, 0.5 * restarts))
+                children[name] = _child(commands[name], env)
+    print("\nfluxgate: stopping", flush=True)
+    for name in ("worker", "gateway"):  # the worker first: it finishes its batch while the gateway still answers
+        process = children[name]
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    redis_server.stop()
+    return 0

@@ -1,0 +1,137 @@
+"""The gateway's side of the data model (asyncio): keys, submitting, reading and cancelling jobs."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from store import apikeys, keys
+from store.records import Job, JobStatus, event_json
+from store.scripts import source
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    id: str
+    name: str
+    account: str
+    admin: bool
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str  # the stream entry id, used as the SSE id and Last-Event-ID
+    event: str
+    data: str
+
+
+def key_fields(key: str, name: str, account: str | None, admin: bool) -> tuple[str, dict[str, str]]:
+    """The Redis hash key and fields recording a new API key (by hash; the key is not stored)."""
+    key_hash = apikeys.hash_key(key)
+    kid = apikeys.key_id(key_hash)
+    fields = {
+        "id": kid,
+        "name": name,
+        "account": account or kid,
+        "admin": "1" if admin else "0",
+        "created_at": f"{time.time():.3f}",
+    }
+    return keys.api_key(key_hash), fields
+
+
+class JobStore:
+    def __init__(self, url: str, retention_s: int) -> None:
+        # Two clients on one URL: text replies for records, raw bytes for images.
+        self.redis = client = aioredis.from_url(url, decode_responses=True)
+        self._raw = aioredis.from_url(url)
+        self.retention_s = retention_s
+        self._submit = client.register_script(source("submit"))
+        self._cancel = client.register_script(source("cancel"))
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+        await self._raw.aclose()
+
+    async def ping(self) -> bool:
+        return bool(await self.redis.ping())
+
+    # -- keys ---------------------------------------------------------------------------------
+    async def create_key(self, name: str, *, account: str | None = None, admin: bool = False) -> tuple[str, KeyRecord]:
+        key = apikeys.generate()
+        redis_key, fields = key_fields(key, name, account, admin)
+        await self.redis.hset(redis_key, mapping=fields)
+        return key, KeyRecord(fields["id"], name, fields["account"], admin)
+
+    async def lookup_key(self, key: str) -> KeyRecord | None:
+        if not apikeys.well_formed(key):
+            return None
+        data = await self.redis.hgetall(keys.api_key(apikeys.hash_key(key)))
+        if not data or data.get("revoked") == "1":
+            return None
+        return KeyRecord(data["id"], data.get("name", ""), data["account"], data.get("admin") == "1")
+
+    # -- jobs ---------------------------------------------------------------------------------
+    async def submit(self, job: Job) -> int:
+        """Create and enqueue the job in one atomic script; returns its queue position."""
+        queued = event_json(status="queued", created_at=job.created_at)
+        position = await self._submit(
+            keys=[
+                keys.job(job.id),
+                keys.job_events(job.id),
+                keys.variant_stream(job.variant),
+                keys.variant_queued(job.variant),
+            ],
+            args=[job.id, queued, *job.to_fields()],
+        )
+        return int(position)
+
+    async def get(self, job_id: str) -> Job | None:
+        data = await self.redis.hgetall(keys.job(job_id))
+        return Job.from_hash(data) if data else None
+
+    async def cancel(self, job: Job) -> str:
+        canceled = event_json(status="canceled")
+        result = await self._cancel(
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(job.variant)],
+            args=[f"{time.time():.3f}", self.retention_s, canceled],
+        )
+        return str(result)
+
+    async def events(self, job_id: str, after: str = "0", block_ms: int | None = None) -> list[Event]:
+        """Events after the stream id `after`; blocks up to block_ms for the first one if asked."""
+        reply = await self.redis.xread({keys.job_events(job_id): after}, count=100, block=block_ms)
+        if not reply:
+            return []
+        return [Event(entry_id, f["event"], f["data"]) for entry_id, f in reply[0][1]]
+
+    async def wait_terminal(self, job_id: str, timeout_s: float) -> Job | None:
+        """The job once it is terminal, or None if it is not terminal within timeout_s."""
+        deadline = time.monotonic() + timeout_s
+        after = "0"
+        while True:
+            job = await self.get(job_id)
+            if job is None or JobStatus(job.status).terminal:
+                return job
+            remaining_ms = int((deadline - time.monotonic()) * 1000)
+            if remaining_ms <= 0:
+                return None
+            events = await self.events(job_id, after, block_ms=min(remaining_ms, 1000))
+            if events:
+                after = events[-1].id
+
+    async def image(self, job_id: str, index: int) -> bytes | None:
+        return await self._raw.get(keys.job_image(job_id, index))
+
+    async def queued_count(self, variant: str) -> int:
+        return int(await self.redis.get(keys.variant_queued(variant)) or 0)
+
+    async def live_workers(self) -> dict[str, list[str]]:
+        """Live worker consumers and the variants each serves (from their heartbeat keys)."""
+        workers: dict[str, list[str]] = {}
+        async for name in self.redis.scan_iter(match=keys.WORKER_HEARTBEAT_PATTERN, count=100):
+            value = await self.redis.get(name)
+            if value is not None:
+                workers[name.removeprefix(keys.worker_heartbeat(""))] = value.split(",")
+        return workers

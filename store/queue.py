@@ -1,0 +1,151 @@
+"""The worker's side of the data model (sync): consume variant streams, move jobs through their
+states, store results, heartbeat, and reclaim the work of dead workers.
+
+Delivery is at-least-once. An entry is acked only after its job's result is stored and its terminal
+state written, in the same script (finish.lua), so a crash at any point leaves the entry pending
+and another worker redoes it; finish.lua is idempotent by job id, so a duplicate never produces a
+second result or a second terminal event.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import redis
+
+from store import keys
+from store.records import Job, event_json
+from store.scripts import source
+
+
+@dataclass(frozen=True)
+class Delivery:
+    variant: str
+    entry_id: str
+    job_id: str
+    deliveries: int = 1  # how many times this entry has been delivered (retry bound)
+
+
+class WorkQueue:
+    def __init__(self, url: str, consumer: str, variants: list[str], retention_s: int) -> None:
+        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        self._raw = redis.Redis.from_url(url)
+        self.consumer = consumer
+        self.variants = list(variants)
+        self.retention_s = retention_s
+        self._start = self.redis.register_script(source("start"))
+        self._finish = self.redis.register_script(source("finish"))
+        self._backlog_done = False
+
+    def ensure_groups(self) -> None:
+        for variant in self.variants:
+            try:
+                self.redis.xgroup_create(keys.variant_stream(variant), keys.WORKER_GROUP, id="0", mkstream=True)
+            except redis.ResponseError as err:
+                if "BUSYGROUP" not in str(err):
+                    raise
+
+    # -- consuming ----------------------------------------------------------------------------
+    def read(self, count: int, block_ms: int | None) -> list[Delivery]:
+        """Up to `count` entries: first this consumer's own pending ones (after a restart under the
+        same name), then new ones, blocking up to block_ms when none are waiting."""
+        streams = {keys.variant_stream(v): "0" if not self._backlog_done else ">" for v in self.variants}
+        reply = self.redis.xreadgroup(
+            keys.WORKER_GROUP, self.consumer, streams, count=count,
+            block=None if not self._backlog_done else block_ms,
+        )
+        deliveries = self._parse(reply)
+        if not self._backlog_done and not deliveries:
+            self._backlog_done = True
+            return self.read(count, block_ms)
+        return deliveries
+
+    @staticmethod
+    def _parse(reply: list) -> list[Delivery]:
+        prefix = keys.variant_stream("")
+        out = []
+        for stream, entries in reply or []:
+            for entry_id, fields in entries:
+                if fields:  # a trimmed entry reads as nil; nothing to run
+                    out.append(Delivery(stream.removeprefix(prefix), entry_id, fields["job"]))
+        return out
+
+    def reclaim(self, min_idle_ms: int, count: int = 50) -> list[Delivery]:
+        """Claim pending entries whose consumer has no live heartbeat (a crashed worker)."""
+        claimed: list[Delivery] = []
+        for variant in self.variants:
+            stream = keys.variant_stream(variant)
+            pending = self.redis.xpending_range(stream, keys.WORKER_GROUP, "-", "+", count, idle=min_idle_ms)
+            dead = [
+                p for p in pending
+                if p["consumer"] != self.consumer and not self.redis.exists(keys.worker_heartbeat(p["consumer"]))
+            ]
+            if not dead:
+                continue
+            ids = [p["message_id"] for p in dead]
+            times = {p["message_id"]: p["times_delivered"] + 1 for p in dead}
+            # XCLAIM with min-idle makes the claim race-free: a second reclaimer finds the entry
+            # freshly claimed (idle reset) and gets nothing.
+            entries = self.redis.xclaim(stream, keys.WORKER_GROUP, self.consumer, min_idle_ms, ids)
+            for entry_id, fields in entries:
+                if fields:
+                    claimed.append(Delivery(variant, entry_id, fields["job"], times.get(entry_id, 1)))
+        return claimed
+
+    # -- job state ----------------------------------------------------------------------------
+    def start(self, delivery: Delivery) -> str:
+        """'run' if this worker should run the job now, else the job's status (ack and move on)."""
+        return str(self._start(
+            keys=[keys.job(delivery.job_id), keys.job_events(delivery.job_id), keys.variant_queued(delivery.variant)],
+            args=[self.consumer, f"{time.time():.3f}", event_json(status="running")],
+        ))
+
+    def load(self, job_id: str) -> Job | None:
+        data = self.redis.hgetall(keys.job(job_id))
+        return Job.from_hash(data) if data else None
+
+    def progress(self, job_ids: list[str], step: int, total: int) -> None:
+        data = event_json(status="running", step=step, total=total)
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hset(keys.job(job_id), mapping={"progress_step": step, "progress_total": total})
+            pipe.xadd(keys.job_events(job_id), {"event": "progress", "data": data}, maxlen=2000, approximate=True)
+        pipe.execute()
+
+    def cancel_requested(self, job_ids: list[str]) -> set[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hget(keys.job(job_id), "cancel_requested")
+        return {job_id for job_id, flag in zip(job_ids, pipe.execute(), strict=True) if flag == "1"}
+
+    def store_images(self, job_id: str, images: list[bytes]) -> None:
+        pipe = self._raw.pipeline(transaction=False)
+        for index, data in enumerate(images):
+            pipe.set(keys.job_image(job_id, index), data, ex=self.retention_s)
+        pipe.execute()
+
+    def finish(self, delivery: Delivery | None, job: Job, status: str, **fields: str | int | float) -> bool:
+        """Write a terminal status and ack the entry; False if the job was already terminal."""
+        event = event_json(status=status, **{k: v for k, v in fields.items() if k in ("error", "images")})
+        flat = [str(x) for pair in fields.items() for x in pair]
+        changed = self._finish(
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant)],
+            args=[status, f"{time.time():.3f}", delivery.entry_id if delivery else "", keys.WORKER_GROUP,
+                  self.retention_s, event, *flat],
+        )
+        return bool(changed)
+
+    def ack(self, delivery: Delivery) -> None:
+        stream = keys.variant_stream(delivery.variant)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(stream, keys.WORKER_GROUP, delivery.entry_id)
+        pipe.xdel(stream, delivery.entry_id)
+        pipe.execute()
+
+    # -- liveness -----------------------------------------------------------------------------
+    def heartbeat(self, ttl_s: int) -> None:
+        self.redis.set(keys.worker_heartbeat(self.consumer), ",".join(self.variants), ex=ttl_s)
+
+    def retire(self) -> None:
+        self.redis.delete(keys.worker_heartbeat(self.consumer))
