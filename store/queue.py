@@ -51,10 +51,17 @@ class WorkQueue:
         """Up to `count` entries: first this consumer's own pending ones (after a restart under the
         same name), then new ones, blocking up to block_ms when none are waiting."""
         streams = {keys.variant_stream(v): "0" if not self._backlog_done else ">" for v in self.variants}
-        reply = self.redis.xreadgroup(
-            keys.WORKER_GROUP, self.consumer, streams, count=count,
-            block=None if not self._backlog_done else block_ms,
-        )
+        try:
+            reply = self.redis.xreadgroup(
+                keys.WORKER_GROUP, self.consumer, streams, count=count,
+                block=None if not self._backlog_done else block_ms,
+            )
+        except redis.ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
+            # The streams were deleted under us (a flushed or replaced Redis): recreate and go on.
+            self.ensure_groups()
+            return []
         deliveries = self._parse(reply)
         if not self._backlog_done and not deliveries:
             self._backlog_done = True
