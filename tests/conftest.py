@@ -132,3 +132,33 @@ def api(gateway: str, redis_server: EmbeddedRedis) -> Iterator[httpx.Client]:
     """An HTTP client with a fresh API key (its own account) for each test."""
     with httpx.Client(base_url=gateway, headers={"x-key": make_key(redis_server.url)}, timeout=30) as client:
         yield client
+
+
+class Service:
+    """A private Redis + gateway for tests that must control exactly which workers run."""
+
+    def __init__(self, tmp_path: Path, log_dir: Path) -> None:
+        self.redis = EmbeddedRedis(tmp_path / "redis").start()
+        self.gateway, self.url = start_gateway(self.redis.url, log_dir)
+        self.log_dir = log_dir
+        self.workers: list[Proc] = []
+        self.api = httpx.Client(base_url=self.url, headers={"x-key": make_key(self.redis.url)}, timeout=30)
+
+    def worker(self, variants: str = "", **extra: str) -> Proc:
+        proc = start_worker(self.redis.url, self.log_dir, variants=variants, **extra)
+        self.workers.append(proc)
+        return proc
+
+    def close(self) -> None:
+        self.api.close()
+        for proc in self.workers:
+            proc.stop()
+        self.gateway.stop()
+        self.redis.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, log_dir: Path) -> Iterator[Service]:
+    svc = Service(tmp_path, log_dir)
+    yield svc
+    svc.close()

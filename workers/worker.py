@@ -46,6 +46,7 @@ class Worker:
         self.queue = WorkQueue(settings.redis_url, name, list(self.pipelines), settings.retention_s)
         self.stop = threading.Event()
         self._last_reclaim = 0.0
+        self._loaded = False  # the last read found more than one job waiting
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -91,8 +92,11 @@ class Worker:
         cap = self.settings.worker_max_batch
         if len(deliveries) < cap:
             deliveries += self.queue.read(cap - len(deliveries), block_ms)
-        if deliveries and len(deliveries) < cap and self.settings.worker_batch_wait_ms:
-            # Under load, a few ms of waiting fills the batch: many images per forward pass.
+        loaded = len(deliveries) > 1 or self._loaded
+        self._loaded = len(deliveries) > 1
+        if deliveries and len(deliveries) < cap and loaded and self.settings.worker_batch_wait_ms:
+            # Under load, a few ms of waiting fills the batch: many images per forward pass. A lone
+            # job on an idle queue does not wait: the wait would be pure latency.
             time.sleep(self.settings.worker_batch_wait_ms / 1000)
             deliveries += self.queue.read(cap - len(deliveries), None)
         runnable = [r for r in map(self._take, deliveries) if r is not None]
