@@ -155,19 +155,19 @@ def _expected(module: nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def detect_transformer_variant(bfl_shapes: dict[str, tuple[int, ...]]) -> str | None:
-    """The preset whose transformer matches these BFL tensor shapes exactly; otherwise the closest
-    published variant by the keys diffusers' single-file loader looks at (spec §11 quirk 4)."""
-    flux2 = "single_stream_modulation.lin.weight" in bfl_shapes
+    """The preset whose transformer is closest to these BFL tensor shapes (fewest missing,
+    unexpected and mis-shaped tensors); an exact match gives a clean report. Presets with equal
+    shapes (dev and kontext-dev) resolve to the first listed."""
+    arch = "flux2" if "single_stream_modulation.lin.weight" in bfl_shapes else "flux1"
+    best: tuple[int, str] | None = None
     for name, preset in PRESETS.items():
-        if preset.arch == ("flux2" if flux2 else "flux1"):
-            if compare(_expected(build_transformer(preset.transformer)), bfl_shapes).ok:
-                return name
-    hidden = bfl_shapes.get("img_in.weight", (0, 0))[0]
-    if flux2:
-        return {3072: "flux2-klein-4b", 4096: "flux2-klein-9b", 6144: "flux2-dev"}.get(hidden)
-    if "guidance_in.in_layer.weight" not in bfl_shapes:
-        return "flux1-schnell"
-    return "flux1-fill-dev" if bfl_shapes.get("img_in.weight", (0, 0))[1] == 384 else "flux1-dev"
+        if preset.arch != arch:
+            continue
+        m = compare(_expected(build_transformer(preset.transformer)), bfl_shapes)
+        score = len(m.missing) + len(m.unexpected) + len(m.mis_shaped)
+        if best is None or score < best[0]:
+            best = (score, name)
+    return best[1] if best else None
 
 
 # ---------------------------------------------------------------- loading
