@@ -9,10 +9,13 @@ import redis.exceptions
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from app.routes import admin, generate, health, jobs, models
+from app.auth import QuotaHeadersMiddleware
+from app.routes import account, admin, generate, health, jobs, models
 from app.settings import GatewaySettings
+from store.accounts import AccountStore
 from store.catalog import load_catalog
 from store.jobstore import JobStore
+from store.tiers import load_tiers
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -22,6 +25,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.store = JobStore(settings.redis_url, settings.retention_s)
+        app.state.accounts = AccountStore(app.state.store.redis)
         yield
         await app.state.store.close()
 
@@ -33,6 +37,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.catalog = catalog
+    app.state.tiers = load_tiers(settings.tiers or None)
+    app.add_middleware(QuotaHeadersMiddleware)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
@@ -43,6 +49,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             status_code=503, headers={"Retry-After": "2"},
         )
 
-    for module in (generate, jobs, models, admin, health):
+    for module in (generate, jobs, models, account, admin, health):
         app.include_router(module.router)
     return app

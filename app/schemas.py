@@ -94,7 +94,8 @@ class ModelInfo(BaseModel):
 class KeyCreateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(default="", max_length=200)
-    account: str | None = Field(default=None, max_length=200)
+    account: str | None = Field(default=None, max_length=200, description="default: a new account")
+    tier: str = Field(default="free", description="tier of the new account when none is given")
 
 
 class KeyCreateResponse(BaseModel):
@@ -102,3 +103,66 @@ class KeyCreateResponse(BaseModel):
     id: str
     name: str
     account: str
+
+
+class AccountCreateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(default="", max_length=200)
+    tier: str = "free"
+    credits: int = Field(default=0, ge=0, le=10**15, description="initial balance, milli-credits")
+
+
+class AccountInfo(BaseModel):
+    id: str
+    name: str
+    tier: str
+    balance: int = Field(description="milli-credits available")
+    reserved: int = Field(description="milli-credits held by unfinished jobs")
+    spent: int = Field(description="milli-credits charged so far")
+    created_at: float
+
+
+class AccountView(AccountInfo):
+    limits: dict[str, float | int | bool]
+    remaining: dict[str, int | None]
+
+
+class TierRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    tier: str
+
+
+class CreditsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    amount: int = Field(ge=-(10**15), le=10**15, description="milli-credits to add (negative removes)")
+
+
+class CreditsResponse(BaseModel):
+    account: str
+    balance: int
+
+
+class KeyInfo(BaseModel):
+    id: str
+    name: str
+    account: str
+    admin: bool
+    created_at: float
+    revoked: bool
+
+
+class UsageGroup(BaseModel):
+    group: str
+    jobs: int
+    images: int
+    megapixels: float
+    credits: int = Field(description="milli-credits charged")
+
+
+class UsageResponse(BaseModel):
+    account: str
+    start: float
+    end: float
+    group_by: str
+    groups: list[UsageGroup]
+    total: UsageGroup

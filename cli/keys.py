@@ -1,33 +1,43 @@
-"""`fluxgate keys create`: make an API key (printed once; Redis keeps only its hash)."""
+"""`fluxgate keys`: create, list and revoke API keys. A key is printed once; Redis keeps its hash."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--redis-url", help="Redis URL (default: FLUXGATE_REDIS_URL)")
     sub = parser.add_subparsers(dest="action", required=True)
     create = sub.add_parser("create", help="create an API key")
     create.add_argument("--name", default="", help="a label for the key")
-    create.add_argument("--account", help="account the key belongs to (default: a new one)")
-    create.add_argument("--admin", action="store_true", help="an admin key (can create keys)")
-    create.add_argument("--redis-url", help="Redis URL (default: FLUXGATE_REDIS_URL)")
+    create.add_argument("--account", help="account id the key belongs to (default: a new account)")
+    create.add_argument("--tier", default="free", help="tier of the new account (default free)")
+    create.add_argument("--admin", action="store_true", help="an admin key (admin routes)")
+    listing = sub.add_parser("list", help="list an account's keys (never the keys themselves)")
+    listing.add_argument("account")
+    revoke = sub.add_parser("revoke", help="revoke a key by its id (key_...)")
+    revoke.add_argument("key_id")
 
 
 def run(args: argparse.Namespace) -> int:
-    from store.jobstore import JobStore
-    from store.settings import CommonSettings
+    from cli.admin_store import with_accounts
 
-    settings = CommonSettings(**({"redis_url": args.redis_url} if args.redis_url else {}))
+    async def action(accounts):  # noqa: ANN001, ANN202
+        if args.action == "create":
+            account_id = args.account or (await accounts.create_account(args.name, args.tier)).id
+            key, record = await accounts.create_key(account_id, args.name, admin=args.admin)
+            print(key)
+            print(f"(id {record.id}, account {account_id}; the key is shown only now)")
+            return 0
+        if args.action == "list":
+            for record in await accounts.list_keys(args.account):
+                print(json.dumps(record))
+            return 0
+        if not await accounts.revoke_key(args.key_id):
+            print(f"no key {args.key_id}")
+            return 1
+        print(f"revoked {args.key_id}")
+        return 0
 
-    async def create() -> str:
-        store = JobStore(settings.redis_url, settings.retention_s)
-        try:
-            key, _ = await store.create_key(args.name, account=args.account, admin=args.admin)
-        finally:
-            await store.close()
-        return key
-
-    print(asyncio.run(create()))
-    return 0
+    return with_accounts(args.redis_url, action)

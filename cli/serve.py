@@ -29,27 +29,23 @@ def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 def _ensure_keys(redis_url: str, keys_file: Path) -> dict[str, str]:
-    """The admin key and a first API key, created once; the plaintext is kept only in keys_file
-    (mode 0600) so a restart shows the same keys. Redis itself stores hashes only."""
-    import redis
+    """The admin key (an `internal` account) and a first API key (a `free` account), created once.
+    Their plaintext is kept only in keys_file (mode 0600) so a restart shows the same keys; Redis
+    itself stores hashes only."""
+    from cli.admin_store import with_accounts
 
-    from store import apikeys
-    from store import keys as key_names
-    from store.jobstore import key_fields
-
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
     saved: dict[str, str] = json.loads(keys_file.read_text()) if keys_file.exists() else {}
-    for role, admin in (("admin_key", True), ("api_key", False)):
-        key = saved.get(role)
-        if key and client.exists(key_names.api_key(apikeys.hash_key(key))):
-            continue
-        key = apikeys.generate()
-        redis_key, fields = key_fields(key, "admin" if admin else "first key", None, admin)
-        client.hset(redis_key, mapping=fields)
-        saved[role] = key
+
+    async def ensure(accounts):  # noqa: ANN001, ANN202
+        for role, tier, admin in (("admin_key", "internal", True), ("api_key", "free", False)):
+            if saved.get(role) and await accounts.lookup_key(saved[role]):
+                continue
+            account = await accounts.create_account("operator" if admin else "first account", tier)
+            saved[role], _ = await accounts.create_key(account.id, role, admin=admin)
+
+    with_accounts(redis_url, ensure)
     keys_file.write_text(json.dumps(saved, indent=2))
     keys_file.chmod(0o600)
-    client.close()
     return saved
 
 

@@ -7,17 +7,10 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from store import apikeys, keys
+from store import keys
+from store.accounts import now_windows
 from store.records import Job, JobStatus, event_json
 from store.scripts import source
-
-
-@dataclass(frozen=True)
-class KeyRecord:
-    id: str
-    name: str
-    account: str
-    admin: bool
 
 
 @dataclass(frozen=True)
@@ -27,18 +20,25 @@ class Event:
     data: str
 
 
-def key_fields(key: str, name: str, account: str | None, admin: bool) -> tuple[str, dict[str, str]]:
-    """The Redis hash key and fields recording a new API key (by hash; the key is not stored)."""
-    key_hash = apikeys.hash_key(key)
-    kid = apikeys.key_id(key_hash)
-    fields = {
-        "id": kid,
-        "name": name,
-        "account": account or kid,
-        "admin": "1" if admin else "0",
-        "created_at": f"{time.time():.3f}",
-    }
-    return keys.api_key(key_hash), fields
+@dataclass(frozen=True)
+class Admission:
+    """The caller's limits for this submit (from their tier), checked inside the submit script."""
+
+    requests_per_minute: int = 0  # 0 = unlimited
+    images_per_day: int = 0
+    concurrent_jobs: int = 0
+    reserve: int = 0  # milli-credits taken from the balance now, charged or given back at the end
+    fingerprint: str = ""  # of the request body, when it carries an Idempotency-Key
+    idempotency_key: str = ""  # hash of the Idempotency-Key header
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    outcome: str  # ok | idempotent | idempotency_mismatch | rate | concurrency | daily | credits
+    value: str  # queue position | existing job id | retry seconds | limit | balance
+
+
+IDEMPOTENCY_TTL_S = 24 * 3600
 
 
 class JobStore:
@@ -57,35 +57,26 @@ class JobStore:
     async def ping(self) -> bool:
         return bool(await self.redis.ping())
 
-    # -- keys ---------------------------------------------------------------------------------
-    async def create_key(self, name: str, *, account: str | None = None, admin: bool = False) -> tuple[str, KeyRecord]:
-        key = apikeys.generate()
-        redis_key, fields = key_fields(key, name, account, admin)
-        await self.redis.hset(redis_key, mapping=fields)
-        return key, KeyRecord(fields["id"], name, fields["account"], admin)
-
-    async def lookup_key(self, key: str) -> KeyRecord | None:
-        if not apikeys.well_formed(key):
-            return None
-        data = await self.redis.hgetall(keys.api_key(apikeys.hash_key(key)))
-        if not data or data.get("revoked") == "1":
-            return None
-        return KeyRecord(data["id"], data.get("name", ""), data["account"], data.get("admin") == "1")
-
     # -- jobs ---------------------------------------------------------------------------------
-    async def submit(self, job: Job) -> int:
-        """Create and enqueue the job in one atomic script; returns its queue position."""
-        queued = event_json(status="queued", created_at=job.created_at)
-        position = await self._submit(
+    async def submit(self, job: Job, admission: Admission) -> SubmitResult:
+        """Check limits, reserve, create and enqueue the job in one atomic script."""
+        minute, minute_left, day, day_left = now_windows(job.created_at)
+        job = job.model_copy(update={"day": day})
+        idem = keys.idempotency(job.account, admission.idempotency_key or "-")
+        outcome, value = await self._submit(
             keys=[
-                keys.job(job.id),
-                keys.job_events(job.id),
-                keys.variant_stream(job.variant),
-                keys.variant_queued(job.variant),
+                keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant),
+                keys.variant_queued(job.variant), keys.account(job.account), keys.rate_window(job.account, minute),
+                keys.daily_images(job.account, day), keys.active_jobs(job.account), idem,
             ],
-            args=[job.id, queued, *job.to_fields()],
+            args=[
+                job.id, event_json(status="queued", created_at=job.created_at),
+                admission.requests_per_minute, minute_left, admission.images_per_day, day_left,
+                admission.concurrent_jobs, job.n, admission.reserve, admission.fingerprint, IDEMPOTENCY_TTL_S,
+                *job.to_fields(),
+            ],
         )
-        return int(position)
+        return SubmitResult(str(outcome), str(value))
 
     async def get(self, job_id: str) -> Job | None:
         data = await self.redis.hgetall(keys.job(job_id))
@@ -94,7 +85,8 @@ class JobStore:
     async def cancel(self, job: Job) -> str:
         canceled = event_json(status="canceled")
         result = await self._cancel(
-            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(job.variant)],
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(job.variant),
+                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day)],
             args=[f"{time.time():.3f}", self.retention_s, canceled],
         )
         return str(result)

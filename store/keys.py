@@ -48,3 +48,49 @@ def worker_heartbeat(consumer: str) -> str:
 
 
 WORKER_HEARTBEAT_PATTERN = f"{PREFIX}worker:*"
+
+
+def key_by_id(key_id: str) -> str:
+    """String: the hash of the API key with this public id (for listing and revoking by id)."""
+    return f"{PREFIX}keyid:{key_id}"
+
+
+def account(account_id: str) -> str:
+    """Hash: an account (name, tier, balance, reserved and spent milli-credits)."""
+    return f"{PREFIX}account:{account_id}"
+
+
+ACCOUNTS = f"{PREFIX}accounts"  # Set: every account id
+
+
+def account_keys(account_id: str) -> str:
+    """Set: the public ids of the account's API keys."""
+    return f"{PREFIX}account:{account_id}:keys"
+
+
+def rate_window(account_id: str, minute: int) -> str:
+    """Counter with a TTL: submits in one fixed one-minute window."""
+    return f"{PREFIX}account:{account_id}:rate:{minute}"
+
+
+def daily_images(account_id: str, day: str) -> str:
+    """Counter with a TTL: images admitted on one UTC day (YYYYMMDD), released ones given back."""
+    return f"{PREFIX}account:{account_id}:daily:{day}"
+
+
+def active_jobs(account_id: str) -> str:
+    """Set: the account's queued and running job ids (the concurrency cap)."""
+    return f"{PREFIX}account:{account_id}:active"
+
+
+def idempotency(account_id: str, key_hash: str) -> str:
+    """Hash with a TTL: the request fingerprint and job id an Idempotency-Key created."""
+    return f"{PREFIX}account:{account_id}:idem:{key_hash}"
+
+
+def account_ledger(account_id: str) -> str:
+    """Stream: the account's usage events (one per succeeded job)."""
+    return f"{PREFIX}account:{account_id}:ledger"
+
+
+LEDGER = f"{PREFIX}ledger"  # Stream: every usage event, for billing exports

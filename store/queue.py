@@ -133,13 +133,25 @@ class WorkQueue:
         pipe.execute()
 
     def finish(self, delivery: Delivery | None, job: Job, status: str, **fields: str | int | float) -> bool:
-        """Write a terminal status and ack the entry; False if the job was already terminal."""
+        """Write a terminal status, settle or release the job's reservation, append the usage event
+        (succeeded only) and ack the entry, in one script. False if the job was already terminal."""
         event = event_json(status=status, **{k: v for k, v in fields.items() if k in ("error", "images")})
-        flat = [str(x) for pair in fields.items() for x in pair]
+        usage: list[str] = []
+        if status == "succeeded":
+            images = int(fields.get("images", job.n))
+            usage = [
+                "job", job.id, "account", job.account, "key", job.key_id, "variant", job.variant,
+                "images", str(images), "width", str(job.width), "height", str(job.height),
+                "megapixels", f"{job.width * job.height * images / 1e6:.6f}", "list_cost", str(job.cost),
+                "created_at", f"{job.created_at:.3f}", "finished_at", f"{time.time():.3f}",
+            ]
+        extra = [str(x) for pair in fields.items() for x in pair]
         changed = self._finish(
-            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant)],
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant),
+                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day),
+                  keys.LEDGER, keys.account_ledger(job.account)],
             args=[status, f"{time.time():.3f}", delivery.entry_id if delivery else "", keys.WORKER_GROUP,
-                  self.retention_s, event, *flat],
+                  self.retention_s, event, len(usage) // 2, *usage, *extra],
         )
         return bool(changed)
 

@@ -54,7 +54,11 @@ class Job(BaseModel):
     seeds: list[int]
     output_format: str
     params: dict[str, Any] = {}
-    cost: int
+    cost: int  # list price, milli-credits
+    reserved: int = 0  # milli-credits held from the balance while the job is open
+    charged: int | None = None  # milli-credits charged when it ended (0 unless succeeded)
+    priority: int = 0
+    day: str = ""  # UTC day it was admitted (YYYYMMDD): its daily-quota bucket
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None

@@ -15,7 +15,6 @@ import pytest
 import redis
 
 from store.embedded import EmbeddedRedis, free_port
-from store.jobstore import key_fields
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,15 +88,25 @@ def start_worker(redis_url: str, log_dir: Path, variants: str = "", wait: bool =
     return proc
 
 
-def make_key(redis_url: str, admin: bool = False, account: str | None = None) -> str:
-    from store import apikeys
+def make_key(redis_url: str, admin: bool = False, tier: str = "internal", credits: int = 0,
+             account: str | None = None) -> str:
+    """A new API key; with no account given, for a new account of `tier` (internal: no limits)."""
+    import asyncio
 
-    key = apikeys.generate()
-    redis_key, fields = key_fields(key, "test", account, admin)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    client.hset(redis_key, mapping=fields)
-    client.close()
-    return key
+    from store.accounts import AccountStore
+    from store.jobstore import JobStore
+
+    async def create() -> str:
+        store = JobStore(redis_url, 3600)
+        accounts = AccountStore(store.redis)
+        try:
+            account_id = account or (await accounts.create_account("test", tier, credits)).id
+            key, _ = await accounts.create_key(account_id, "test", admin=admin)
+            return key
+        finally:
+            await store.close()
+
+    return asyncio.run(create())
 
 
 @pytest.fixture(scope="session")

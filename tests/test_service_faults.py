@@ -16,18 +16,23 @@ def _succeeded_events(client: redis.Redis, job_id: str) -> int:
 
 def test_worker_killed_mid_queue_every_job_completes_once(service: Service) -> None:
     api, client = service.api, redis.Redis.from_url(service.redis.url)
-    ids = [api.post("/v1/generate", json={"model": "klein", "prompt": PROMPT, "seed": i, "steps": 8,
+    ids = [api.post("/v1/generate", json={"model": "dev", "prompt": PROMPT, "seed": i, "steps": 50,
                                           "width": 128, "height": 128}).json()["id"] for i in range(12)]
-    first = service.worker(variants="klein", FLUXGATE_WORKER_MAX_BATCH="2")
+    first = service.worker(variants="dev", FLUXGATE_WORKER_MAX_BATCH="2")
     wait_until(lambda: any(api.get(f"/v1/jobs/{i}").json()["status"] == "succeeded" for i in ids), 60,
                message="a first job to finish")
     first.kill()  # kill -9, mid-batch or between batches
-    service.worker(variants="klein")
+    second = service.worker(variants="dev")
     for job_id in ids:
         job = finished(api, job_id, timeout_s=90)
         assert job["status"] == "succeeded", job
         assert len(job["images"]) == 1
         assert _succeeded_events(client, job_id) == 1
+    # The kill really interrupted work: the second worker finished some, at least one of them a rerun.
+    second_name = second.env["FLUXGATE_WORKER_NAME"]
+    runners = [client.hmget(f"fg:job:{i}", "worker", "attempts") for i in ids]
+    assert any(w == second_name.encode() for w, _ in runners)
+    assert any(int(a) >= 2 for _, a in runners), runners
 
 
 def test_redis_restart_keeps_queued_jobs(tmp_path, log_dir) -> None:  # noqa: ANN001

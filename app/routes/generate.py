@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import secrets
 import time
@@ -9,10 +11,11 @@ import time
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.auth import CurrentKey, Store
+from app.auth import Caller, CurrentCaller, Store
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
 from store.catalog import Variant
+from store.jobstore import Admission, SubmitResult
 from store.records import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["generate"])
@@ -54,28 +57,91 @@ def _prefer_wait(prefer: str | None, limit: int) -> int:
     return min(int(match.group(1)), limit) if match else 0
 
 
+def _check_tier(caller: Caller, variant: Variant, width: int, height: int) -> None:
+    tier = caller.tier
+    if tier.name not in variant.tiers or not tier.allows_variant(variant.name):
+        raise HTTPException(403, f"the {tier.name} tier may not use {variant.name}; "
+                                 f"it is available to: {', '.join(variant.tiers)}")
+    megapixels = width * height / 1e6
+    if megapixels > tier.max_megapixels:
+        raise HTTPException(403, f"{width}x{height} is {megapixels:.2f} megapixels; the {tier.name} tier allows "
+                                 f"at most {tier.max_megapixels} per image")
+
+
+def _idempotency(header: str | None, body: GenerateRequest) -> tuple[str, str]:
+    """(hash of the Idempotency-Key, fingerprint of the request body), or empty strings."""
+    if header is None:
+        return "", ""
+    if not 1 <= len(header) <= 255:
+        raise _invalid("Idempotency-Key", "Idempotency-Key must be 1 to 255 characters")
+    canonical = json.dumps(body.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(header.encode()).hexdigest(), hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _refusal(result: SubmitResult, caller: Caller, job: Job) -> HTTPException:
+    tier = caller.tier
+    if result.outcome == "rate":
+        return HTTPException(429, f"rate limit: the {tier.name} tier allows {tier.requests_per_minute} requests "
+                                  f"per minute; retry in {result.value} s", headers={"Retry-After": result.value})
+    if result.outcome == "concurrency":
+        return HTTPException(429, f"concurrency limit: the {tier.name} tier allows {result.value} unfinished jobs "
+                                  "at once; retry when one finishes", headers={"Retry-After": "2"})
+    if result.outcome == "daily":
+        return HTTPException(429, f"daily quota: the {tier.name} tier allows {tier.images_per_day} images per day "
+                                  f"(UTC); this request asks for {job.n}", headers={"Retry-After": result.value})
+    if result.outcome == "credits":
+        return HTTPException(402, f"insufficient credits: this request costs {job.reserved} milli-credits and "
+                                  f"the balance is {result.value}")
+    if result.outcome == "idempotency_mismatch":
+        return _invalid("Idempotency-Key", "this Idempotency-Key was used with a different request body; "
+                                           "use a new key for a new request")
+    return HTTPException(500, f"unexpected admission result {result.outcome}")
+
+
 @router.post(
     "/generate", status_code=202, response_model=SubmitResponse,
-    responses={200: {"model": JobResponse, "description": "finished within `Prefer: wait=N`"}},
+    responses={200: {"model": JobResponse, "description": "finished within `Prefer: wait=N`"},
+               402: {"description": "insufficient credits"}, 403: {"description": "tier may not use this"},
+               429: {"description": "rate, concurrency or daily limit; see Retry-After"}},
 )
 async def generate(
-    body: GenerateRequest, request: Request, key: CurrentKey, store: Store,
+    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store,
     prefer: str | None = Header(default=None, description="wait=N (N <= 60): answer 200 with the finished job"),
+    idempotency_key: str | None = Header(default=None, description="same key + body: the same job, one charge"),
 ) -> SubmitResponse | JSONResponse:
     catalog = request.app.state.catalog
     variant = catalog.get(body.model)
     if variant is None:
         raise _invalid("model", f"unknown model {body.model!r}; available: {', '.join(catalog.variants)}")
     width, height, steps, guidance = _resolve(body, variant)
+    _check_tier(caller, variant, width, height)
+    idem_hash, fingerprint = _idempotency(idempotency_key, body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
+    cost = variant.cost(width, height, body.n)
     job = Job(
         id=secrets.token_hex(16),  # 128 random bits: ids are unguessable
-        account=key.account, key_id=key.id, variant=variant.name, status=JobStatus.QUEUED,
+        account=caller.account_id, key_id=caller.key.id, variant=variant.name, status=JobStatus.QUEUED,
         prompt=body.prompt, width=width, height=height, steps=steps, guidance=guidance, n=body.n,
-        seeds=[seed + i for i in range(body.n)], output_format=body.output_format,
-        cost=variant.cost(width, height, body.n), created_at=time.time(),
+        seeds=[seed + i for i in range(body.n)], output_format=body.output_format, cost=cost,
+        reserved=cost if caller.tier.pays_credits else 0, priority=caller.tier.priority, created_at=time.time(),
     )
-    position = await store.submit(job)
+    admission = Admission(
+        requests_per_minute=caller.tier.requests_per_minute, images_per_day=caller.tier.images_per_day,
+        concurrent_jobs=caller.tier.concurrent_jobs, reserve=job.reserved, fingerprint=fingerprint,
+        idempotency_key=idem_hash,
+    )
+    result = await store.submit(job, admission)
+    if result.outcome == "idempotent":
+        existing = await store.get(result.value)
+        if existing is None:  # the job expired after its retention; the key is spent
+            raise _invalid("Idempotency-Key", "this Idempotency-Key's job has expired; use a new key")
+        return JSONResponse(
+            SubmitResponse(id=existing.id, status=existing.status, queue_position=existing.queue_position or 0,
+                           cost=existing.cost, **job_urls(request, existing.id)).model_dump(mode="json"),
+            status_code=202, headers={"Idempotent-Replayed": "true"})
+    if result.outcome != "ok":
+        raise _refusal(result, caller, job)
+    position = int(result.value)
     wait_s = _prefer_wait(prefer, request.app.state.settings.max_wait_s)
     if wait_s:
         finished = await store.wait_terminal(job.id, wait_s)

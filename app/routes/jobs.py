@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Header, HTTPException, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
-from app.auth import CurrentKey, Store
+from app.auth import Caller, CurrentCaller, Store
 from app.routes.urls import job_response
 from app.schemas import JobResponse
-from store.jobstore import JobStore, KeyRecord
+from store.jobstore import JobStore
 from store.records import MEDIA_TYPES, TERMINAL_EVENTS, Job, JobStatus
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -19,35 +19,35 @@ JobId = Path(pattern=r"^[0-9a-f]{32}$", description="the id returned by POST /v1
 _KEEPALIVE_S = 15
 
 
-async def _owned_job(store: JobStore, key: KeyRecord, job_id: str) -> Job:
+async def _owned_job(store: JobStore, caller: Caller, job_id: str) -> Job:
     job = await store.get(job_id)
     # Another account's job is indistinguishable from a missing one.
-    if job is None or job.account != key.account:
+    if job is None or job.account != caller.account_id:
         raise HTTPException(404, f"no job {job_id} for this key (finished jobs are kept for the retention period)")
     return job
 
 
 @router.get("/{job_id}", response_model=JobResponse)
-async def get_job(request: Request, key: CurrentKey, store: Store, job_id: str = JobId) -> JobResponse:
-    return job_response(request, await _owned_job(store, key, job_id))
+async def get_job(request: Request, caller: CurrentCaller, store: Store, job_id: str = JobId) -> JobResponse:
+    return job_response(request, await _owned_job(store, caller, job_id))
 
 
 @router.post("/{job_id}/cancel", response_model=JobResponse)
-async def cancel_job(request: Request, key: CurrentKey, store: Store, job_id: str = JobId) -> JobResponse:
+async def cancel_job(request: Request, caller: CurrentCaller, store: Store, job_id: str = JobId) -> JobResponse:
     """A queued job never runs; a running one stops at its next step. Finished jobs are unchanged."""
-    job = await _owned_job(store, key, job_id)
+    job = await _owned_job(store, caller, job_id)
     await store.cancel(job)
-    return job_response(request, await _owned_job(store, key, job_id))
+    return job_response(request, await _owned_job(store, caller, job_id))
 
 
 @router.get("/{job_id}/events", response_class=StreamingResponse,
             responses={200: {"content": {"text/event-stream": {}}}})
 async def job_events(
-    key: CurrentKey, store: Store, job_id: str = JobId,
+    caller: CurrentCaller, store: Store, job_id: str = JobId,
     last_event_id: str | None = Header(default=None, description="resume after this event id"),
 ) -> StreamingResponse:
     """Server-Sent Events: queued, running, progress (step, total), then succeeded | failed | canceled."""
-    await _owned_job(store, key, job_id)
+    await _owned_job(store, caller, job_id)
     after = last_event_id if last_event_id and _valid_stream_id(last_event_id) else "0"
 
     async def stream() -> AsyncIterator[str]:
@@ -76,9 +76,9 @@ def _valid_stream_id(value: str) -> bool:
 
 @router.get("/{job_id}/images/{index}", response_class=Response,
             responses={200: {"content": {t: {} for t in MEDIA_TYPES.values()}}})
-async def get_image(key: CurrentKey, store: Store, job_id: str = JobId,
+async def get_image(caller: CurrentCaller, store: Store, job_id: str = JobId,
                     index: int = Path(ge=0, le=15)) -> Response:
-    job = await _owned_job(store, key, job_id)
+    job = await _owned_job(store, caller, job_id)
     if job.status != JobStatus.SUCCEEDED:
         raise HTTPException(404, f"job {job_id} has no images: it is {job.status}")
     if index >= job.images:

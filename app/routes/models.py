@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 
-from app.auth import CurrentKey, Store
+from app.auth import CurrentCaller, Store
 from app.schemas import ModelInfo
 
 router = APIRouter(prefix="/v1", tags=["models"])
 
 
 @router.get("/models", response_model=list[ModelInfo])
-async def list_models(request: Request, _key: CurrentKey, store: Store) -> list[ModelInfo]:
+async def list_models(request: Request, _caller: CurrentCaller, store: Store) -> list[ModelInfo]:
     served = {v for variants in (await store.live_workers()).values() for v in variants}
     return [
         ModelInfo(
