@@ -21,8 +21,16 @@ from models.cogview.transformer import (
 
 
 def tiny(**kw) -> CogViewConfig:
-    base = dict(num_layers=2, hidden_size=64, num_heads=4, max_positions=96, text_vocab=256,
-                text_tokenizer="bytes", image_grid=4, vqvae=VQVAEConfig(channels=16, embed_dim=8, n_codes=64))
+    base = dict(
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        max_positions=96,
+        text_vocab=256,
+        text_tokenizer="bytes",
+        image_grid=4,
+        vqvae=VQVAEConfig(channels=16, embed_dim=8, n_codes=64),
+    )
     return CogViewConfig(**{**base, **kw})
 
 
@@ -47,9 +55,19 @@ def test_unified_token_ids() -> None:
     cfg = PRESETS["cogview-4b"]
     assert len(COMMANDS) == 27
     assert cfg.n_real_tokens == 58219 and cfg.vocab_size == 58240
-    expected = {"[PAD]": 58192, "[BOI1]": 58193, "[EOI1]": 58196, "[ROI1]": 58199, "[ROI2]": 58200,
-                "[SEP]": 58202, "[MASK]": 58203, "[BASE]": 58208, "[BIG]": 58209, "[POS0]": 58210,
-                "[POS8]": 58218}
+    expected = {
+        "[PAD]": 58192,
+        "[BOI1]": 58193,
+        "[EOI1]": 58196,
+        "[ROI1]": 58199,
+        "[ROI2]": 58200,
+        "[SEP]": 58202,
+        "[MASK]": 58203,
+        "[BASE]": 58208,
+        "[BIG]": 58209,
+        "[POS0]": 58210,
+        "[POS8]": 58218,
+    }
     assert {k: cfg.cmd(k) for k in expected} == expected
     assert cfg.max_text_tokens == 61
 
@@ -58,9 +76,13 @@ def test_published_vqvae_layout() -> None:
     with torch.device("meta"):
         vq = build_vqvae(VQVAEConfig(), "meta")
     sd = vq.state_dict()
-    assert set(sd) == {*(f"enc_b.blocks.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")),
-                       *(f"dec.blocks.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")),
-                       "quantize_t.embed", "quantize_t.cluster_size", "quantize_t.embed_avg"}
+    assert set(sd) == {
+        *(f"enc_b.blocks.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")),
+        *(f"dec.blocks.{i}.{p}" for i in (0, 2, 4, 6) for p in ("weight", "bias")),
+        "quantize_t.embed",
+        "quantize_t.cluster_size",
+        "quantize_t.embed_avg",
+    }
     assert sd["quantize_t.embed"].shape == (256, 8192)
     assert sd["enc_b.blocks.0.weight"].shape == (512, 3, 4, 4)
     assert sd["enc_b.blocks.6.weight"].shape == (256, 512, 1, 1)
@@ -101,8 +123,9 @@ def test_sandwich_ln_order_and_tied_head() -> None:
         q, k, v = (t.view(2, 7, 4, 16).transpose(1, 2) for t in layer.attention.query_key_value(h).chunk(3, -1))
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(2, 7, 64)
         x = x + layer.third_layernorm(layer.attention.dense(a))
-        mlp = layer.mlp.dense_4h_to_h(F.gelu(layer.mlp.dense_h_to_4h(layer.post_attention_layernorm(x)),
-                                             approximate="tanh"))
+        mlp = layer.mlp.dense_4h_to_h(
+            F.gelu(layer.mlp.dense_h_to_4h(layer.post_attention_layernorm(x)), approximate="tanh")
+        )
         x = x + layer.fourth_layernorm(mlp)
     ref = m.transformer.final_layernorm(x) @ m.word_embeddings.weight.t()
     torch.testing.assert_close(m(tok, pos), ref, atol=1e-5, rtol=1e-5)

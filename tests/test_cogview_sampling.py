@@ -11,8 +11,16 @@ from models.cogview.transformer import CogViewTransformer
 
 
 def tiny_model(seed: int = 0) -> CogViewTransformer:
-    cfg = CogViewConfig(num_layers=2, hidden_size=64, num_heads=4, max_positions=96, text_vocab=256,
-                        text_tokenizer="bytes", image_grid=4, vqvae=VQVAEConfig(channels=16, embed_dim=8, n_codes=64))
+    cfg = CogViewConfig(
+        num_layers=2,
+        hidden_size=64,
+        num_heads=4,
+        max_positions=96,
+        text_vocab=256,
+        text_tokenizer="bytes",
+        image_grid=4,
+        vqvae=VQVAEConfig(channels=16, embed_dim=8, n_codes=64),
+    )
     torch.manual_seed(seed)
     m = CogViewTransformer(cfg).eval()
     m.init_weights()
@@ -33,12 +41,17 @@ def test_kv_cache_equals_full_recompute_and_mems() -> None:
     m = tiny_model()
     cfg = m.cfg
     # Different prompt lengths (left padding) and given tokens between holes (as in SR windows).
-    prefixes = [t2i_prefix(cfg, text("a red circle", cfg)), t2i_prefix(cfg, text("猫", cfg)),
-                t2i_prefix(cfg, text("a red circle", cfg))]
+    prefixes = [
+        t2i_prefix(cfg, text("a red circle", cfg)),
+        t2i_prefix(cfg, text("猫", cfg)),
+        t2i_prefix(cfg, text("a red circle", cfg)),
+    ]
     suffix = torch.full((3, 24), -1)
     suffix[:, 6:9] = torch.tensor([[3, 4, 5], [6, 7, 8], [9, 10, 11]])
-    out = {d: fill(m, prefixes, suffix, gens(1, 2, 3), top_k=30, temperature=1.0, decoder=d)[0]
-           for d in ("kv", "full", "mems")}
+    out = {
+        d: fill(m, prefixes, suffix, gens(1, 2, 3), top_k=30, temperature=1.0, decoder=d)[0]
+        for d in ("kv", "full", "mems")
+    }
     assert torch.equal(out["kv"], out["full"])
     assert torch.equal(out["kv"], out["mems"])
     assert torch.equal(out["kv"][:, 6:9], suffix[:, 6:9])  # given tokens kept
@@ -69,11 +82,9 @@ def test_validity_state_machine() -> None:
     assert not table[TEXT, : cfg.n_image].any() and not table[TEXT, cfg.command_base :].any()
     assert not table[:, cfg.n_real_tokens :].any()  # vocabulary padding never sampled
     # In an image only codes come out; after [EOI1] [ROI1] only text.
-    img = fill(m, [t2i_prefix(cfg, text("hi", cfg))], torch.full((1, 16), -1), gens(0), top_k=0,
-               temperature=1.0)[0]
+    img = fill(m, [t2i_prefix(cfg, text("hi", cfg))], torch.full((1, 16), -1), gens(0), top_k=0, temperature=1.0)[0]
     assert (img < cfg.n_image).all()
-    cap = fill(m, [caption_prefix(cfg, img[0].tolist())], torch.full((1, 30), -1), gens(0), top_k=0,
-               temperature=1.0)[0]
+    cap = fill(m, [caption_prefix(cfg, img[0].tolist())], torch.full((1, 30), -1), gens(0), top_k=0, temperature=1.0)[0]
     assert ((cap >= cfg.n_image) & (cap < cfg.command_base)).all()
 
 

@@ -248,4 +248,3 @@ def load_cogview_pipeline(
         caption_transformer=transformer("transformer-caption"),
         name=preset,
     )  # fmt: skip
-

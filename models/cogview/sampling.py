@@ -87,9 +87,7 @@ class StateTracker:
             p = torch.where(is_reset, torch.zeros_like(nxt), nxt)
             positions[:, j] = p.clamp_max(self.cfg.max_positions - 1)
             nxt, done = p + 1, done | is_reset
-            state = torch.where(
-                torch.isin(t, self.boi), IMAGE, torch.where(torch.isin(t, self.eoi), TEXT, state)
-            )
+            state = torch.where(torch.isin(t, self.boi), IMAGE, torch.where(torch.isin(t, self.eoi), TEXT, state))
         self.next_pos[rows], self.reset_done[rows], self.state[rows] = nxt, done, state
         return positions
 

@@ -77,8 +77,9 @@ def sequence_loss(model: CogViewTransformer, seqs: Tensor, txt_loss_scale: float
     pos = torch.tensor([positions_for(s.tolist(), cfg) for s in seqs], device=seqs.device)
     logits = model(seqs[:, :-1], pos[:, :-1]).float()
     ce = F.cross_entropy(logits.transpose(1, 2), seqs[:, 1:], reduction="none")
-    inp = seqs[:, :-1]
-    w = torch.where(inp >= cfg.n_image, txt_loss_scale, 1.0) * (inp != cfg.cmd("[PAD]"))
+    inp, pad = seqs[:, :-1], cfg.cmd("[PAD]")
+    # Padding neither predicts nor is predicted (CogView's loss_mask).
+    w = torch.where(inp >= cfg.n_image, txt_loss_scale, 1.0) * (inp != pad) * (seqs[:, 1:] != pad)
     return (ce * w).sum() / w.sum()
 
 

@@ -172,9 +172,7 @@ class Trunk(nn.Module):
 class KVCache:
     """Per-layer keys and values, preallocated for the whole sequence: (layers, B, H, S, d)."""
 
-    def __init__(
-        self, cfg: CogViewConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device
-    ) -> None:
+    def __init__(self, cfg: CogViewConfig, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> None:
         shape = (cfg.num_layers, batch, cfg.num_heads, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
