@@ -11,7 +11,7 @@ import time
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.auth import Caller, CurrentCaller, Store
+from app.auth import Accounts, Caller, CurrentCaller, Store, quota_headers
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
 from store.catalog import Variant
@@ -105,7 +105,7 @@ def _refusal(result: SubmitResult, caller: Caller, job: Job) -> HTTPException:
                429: {"description": "rate, concurrency or daily limit; see Retry-After"}},
 )
 async def generate(
-    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store,
+    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
     prefer: str | None = Header(default=None, description="wait=N (N <= 60): answer 200 with the finished job"),
     idempotency_key: str | None = Header(default=None, description="same key + body: the same job, one charge"),
 ) -> SubmitResponse | JSONResponse:
@@ -142,6 +142,9 @@ async def generate(
     if result.outcome != "ok":
         raise _refusal(result, caller, job)
     position = int(result.value)
+    # The quota headers should count this request too.
+    request.state.quota_headers = quota_headers(
+        caller.tier, await accounts.quota_state(caller.account_id), caller.account.balance - job.reserved)
     wait_s = _prefer_wait(prefer, request.app.state.settings.max_wait_s)
     if wait_s:
         finished = await store.wait_terminal(job.id, wait_s)
