@@ -23,6 +23,9 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**63 - 16, description="random if omitted")
     n: int = Field(default=1, ge=1, le=4, description="images to generate, each with seed, seed+1, ...")
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    deadline_s: float | None = Field(default=None, gt=0, le=86400, allow_inf_nan=False,
+                                     description="expire (never run, never charged) if not started within this many "
+                                                 "seconds")
 
 
 class Progress(BaseModel):

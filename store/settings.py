@@ -11,5 +11,7 @@ class CommonSettings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # A built-in catalog name ("demo", "real") or a TOML file path.
     catalog: str = "demo"
+    # Tier definitions (TOML); empty: the shipped store/tiers.toml (free, paid, internal).
+    tiers: str = ""
     # How long finished jobs and their images are kept (seconds; `expires_at` in the job).
     retention_s: int = 24 * 3600

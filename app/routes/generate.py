@@ -7,6 +7,7 @@ import json
 import re
 import secrets
 import time
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -14,8 +15,9 @@ from fastapi.responses import JSONResponse
 from app.auth import Accounts, Caller, CurrentCaller, Store, quota_headers
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
+from store.accounts import AccountStore
 from store.catalog import Variant
-from store.jobstore import Admission, SubmitResult
+from store.jobstore import Admission, JobStore, SubmitResult
 from store.records import Job, JobStatus
 
 router = APIRouter(prefix="/v1", tags=["generate"])
@@ -98,17 +100,19 @@ def _refusal(result: SubmitResult, caller: Caller, job: Job) -> HTTPException:
     return HTTPException(500, f"unexpected admission result {result.outcome}")
 
 
-@router.post(
-    "/generate", status_code=202, response_model=SubmitResponse,
-    responses={200: {"model": JobResponse, "description": "finished within `Prefer: wait=N`"},
-               402: {"description": "insufficient credits"}, 403: {"description": "tier may not use this"},
-               429: {"description": "rate, concurrency or daily limit; see Retry-After"}},
-)
-async def generate(
-    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
-    prefer: str | None = Header(default=None, description="wait=N (N <= 60): answer 200 with the finished job"),
-    idempotency_key: str | None = Header(default=None, description="same key + body: the same job, one charge"),
-) -> SubmitResponse | JSONResponse:
+@dataclass(frozen=True)
+class Submitted:
+    """What submit_job admitted: the job (the earlier one on an idempotent replay) and its queue position."""
+
+    job: Job
+    queue_position: int
+    replayed: bool = False
+
+
+async def submit_job(request: Request, caller: Caller, store: JobStore, accounts: AccountStore,
+                     body: GenerateRequest, idempotency_key: str | None = None) -> Submitted:
+    """Validate, price and admit one request; shared by /v1/generate and the OpenAI/BFL-compatible routes,
+    so every entrance applies the same limits, tiers and billing. Raises HTTPException on refusal."""
     catalog = request.app.state.catalog
     variant = catalog.get(body.model)
     if variant is None:
@@ -135,21 +139,40 @@ async def generate(
         existing = await store.get(result.value)
         if existing is None:  # the job expired after its retention; the key is spent
             raise _invalid("Idempotency-Key", "this Idempotency-Key's job has expired; use a new key")
-        return JSONResponse(
-            SubmitResponse(id=existing.id, status=existing.status, queue_position=existing.queue_position or 0,
-                           cost=existing.cost, **job_urls(request, existing.id)).model_dump(mode="json"),
-            status_code=202, headers={"Idempotent-Replayed": "true"})
+        request.state.job_id = existing.id  # for the access log
+        return Submitted(existing, existing.queue_position or 0, replayed=True)
     if result.outcome != "ok":
         raise _refusal(result, caller, job)
-    position = int(result.value)
+    request.state.job_id = job.id  # for the access log
     # The quota headers should count this request too.
     request.state.quota_headers = quota_headers(
         caller.tier, await accounts.quota_state(caller.account_id), caller.account.balance - job.reserved)
+    return Submitted(job, int(result.value))
+
+
+@router.post(
+    "/generate", status_code=202, response_model=SubmitResponse,
+    responses={200: {"model": JobResponse, "description": "finished within `Prefer: wait=N`"},
+               402: {"description": "insufficient credits"}, 403: {"description": "tier may not use this"},
+               429: {"description": "rate, concurrency or daily limit; see Retry-After"}},
+)
+async def generate(
+    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+    prefer: str | None = Header(default=None, description="wait=N (N <= 60): answer 200 with the finished job"),
+    idempotency_key: str | None = Header(default=None, description="same key + body: the same job, one charge"),
+) -> SubmitResponse | JSONResponse:
+    submitted = await submit_job(request, caller, store, accounts, body, idempotency_key)
+    job = submitted.job
+    if submitted.replayed:
+        return JSONResponse(
+            SubmitResponse(id=job.id, status=job.status, queue_position=submitted.queue_position,
+                           cost=job.cost, **job_urls(request, job.id)).model_dump(mode="json"),
+            status_code=202, headers={"Idempotent-Replayed": "true"})
     wait_s = _prefer_wait(prefer, request.app.state.settings.max_wait_s)
     if wait_s:
         finished = await store.wait_terminal(job.id, wait_s)
         if finished is not None:
             return JSONResponse(job_response(request, finished).model_dump(mode="json"), status_code=200,
                                 headers={"Preference-Applied": f"wait={wait_s}"})
-    return SubmitResponse(id=job.id, status="queued", queue_position=position, cost=job.cost,
+    return SubmitResponse(id=job.id, status="queued", queue_position=submitted.queue_position, cost=job.cost,
                           **job_urls(request, job.id))
