@@ -10,7 +10,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from app.auth import QuotaHeadersMiddleware
-from app.routes import account, admin, generate, health, jobs, models
+from app.logging import configure_logging
+from app.metrics import Metrics, ObservabilityMiddleware
+from app.metrics import router as metrics_router
+from app.routes import account, admin, bfl, generate, health, jobs, models, openai, playground
 from app.settings import GatewaySettings
 from store.accounts import AccountStore
 from store.catalog import load_catalog
@@ -39,6 +42,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.tiers = load_tiers(settings.tiers or None)
     app.add_middleware(QuotaHeadersMiddleware)
+    configure_logging()
+    app.state.metrics = Metrics()
+    # Outermost, so it times and counts everything, errors included.
+    app.add_middleware(ObservabilityMiddleware, metrics=app.state.metrics)
 
     @app.exception_handler(redis.exceptions.ConnectionError)
     @app.exception_handler(redis.exceptions.TimeoutError)
@@ -49,6 +56,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             status_code=503, headers={"Retry-After": "2"},
         )
 
-    for module in (generate, jobs, models, account, admin, health):
+    for module in (generate, jobs, models, account, admin, health, openai, playground):
         app.include_router(module.router)
+    app.include_router(metrics_router)
+    app.include_router(bfl.delivery_router)
+    # Last: its /v1/<endpoint> routes are literal names, but registering them after the others means an
+    # existing route always wins should a name ever collide.
+    app.include_router(bfl.bfl_router(catalog))
     return app

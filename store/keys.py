@@ -27,9 +27,13 @@ def job_image(job_id: str, index: int) -> str:
     return f"{PREFIX}job:{job_id}:img:{index}"
 
 
-def variant_stream(variant: str) -> str:
-    """Stream: job ids waiting for a worker that serves this variant."""
-    return f"{PREFIX}queue:{variant}"
+def variant_stream(variant: str, priority: int = 0) -> str:
+    """Stream: job ids waiting for a worker that serves this variant, one stream per priority level
+    (a deep free-tier backlog must not sit in front of a paid job)."""
+    return f"{PREFIX}queue:{variant}:p{priority}"
+
+
+VARIANT_STREAM_PATTERN = f"{PREFIX}queue:*:p*"
 
 
 def variant_queued(variant: str) -> str:
@@ -48,6 +52,14 @@ def worker_heartbeat(consumer: str) -> str:
 
 
 WORKER_HEARTBEAT_PATTERN = f"{PREFIX}worker:*"
+
+
+def worker_metrics(consumer: str) -> str:
+    """Hash with a TTL: the worker's metrics ("variant:name" -> value), refreshed with its heartbeat."""
+    return f"{PREFIX}workermetrics:{consumer}"
+
+
+WORKER_METRICS_PATTERN = f"{PREFIX}workermetrics:*"
 
 
 def key_by_id(key_id: str) -> str:
@@ -94,3 +106,6 @@ def account_ledger(account_id: str) -> str:
 
 
 LEDGER = f"{PREFIX}ledger"  # Stream: every usage event, for billing exports
+
+
+DELIVERY_SECRET = f"{PREFIX}delivery:secret"  # String: HMAC secret of signed image delivery URLs (all gateways)
