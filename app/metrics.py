@@ -53,8 +53,9 @@ class Metrics:
         self.variant_workers = Gauge("fluxgate_variant_workers_live", "live workers serving the variant",
                                      ["variant"], registry=r)
         self.redis_up = Gauge("fluxgate_redis_up", "1 when the last scrape reached Redis", registry=r)
-        # Only ledger events after this gateway started are counted: counters start at 0 with the process.
-        self.ledger_cursor = f"{int(time.time() * 1000)}-0"
+        # Set at the first scrape from Redis's clock (stream ids use it, not this host's): only ledger events
+        # after that are counted, as counters start at 0 with the process anyway.
+        self.ledger_cursor: str | None = None
 
     def observe_ledger(self, fields: dict[str, str]) -> None:
         variant = fields.get("variant", "unknown")
@@ -99,6 +100,9 @@ async def refresh(metrics: Metrics, store: JobStore, variants: list[str], priori
     metrics.workers.set(len(workers))
     for variant in variants:
         metrics.variant_workers.labels(variant).set(sum(variant in served for served in workers.values()))
+    if metrics.ledger_cursor is None:
+        seconds, micros = await redis.time()
+        metrics.ledger_cursor = f"{int(seconds) * 1000 + int(micros) // 1000}-0"
     while True:  # tail the ledger in pages
         entries = await redis.xrange(keys.LEDGER, min=f"({metrics.ledger_cursor}", max="+", count=500)
         for entry_id, fields in entries:
