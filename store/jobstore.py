@@ -65,7 +65,7 @@ class JobStore:
         idem = keys.idempotency(job.account, admission.idempotency_key or "-")
         outcome, value = await self._submit(
             keys=[
-                keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant),
+                keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant, job.priority),
                 keys.variant_queued(job.variant), keys.account(job.account), keys.rate_window(job.account, minute),
                 keys.daily_images(job.account, day), keys.active_jobs(job.account), idem,
             ],

@@ -21,41 +21,45 @@ from store.scripts import source
 
 @dataclass(frozen=True)
 class Delivery:
+    stream: str
     variant: str
     entry_id: str
     job_id: str
-    deliveries: int = 1  # how many times this entry has been delivered (retry bound)
 
 
 class WorkQueue:
-    def __init__(self, url: str, consumer: str, variants: list[str], retention_s: int) -> None:
+    def __init__(self, url: str, consumer: str, variants: list[str], retention_s: int,
+                 priorities: list[int] | None = None) -> None:
         self.redis = redis.Redis.from_url(url, decode_responses=True)
         self._raw = redis.Redis.from_url(url)
         self.consumer = consumer
         self.variants = list(variants)
+        # Every (variant, priority level) stream this worker consumes, and which variant each is.
+        self.streams = {keys.variant_stream(v, p): v for v in self.variants for p in sorted(set(priorities or [0]))}
         self.retention_s = retention_s
         self._start = self.redis.register_script(source("start"))
         self._finish = self.redis.register_script(source("finish"))
         self._backlog_done = False
 
     def ensure_groups(self) -> None:
-        for variant in self.variants:
+        for stream in self.streams:
             try:
-                self.redis.xgroup_create(keys.variant_stream(variant), keys.WORKER_GROUP, id="0", mkstream=True)
+                self.redis.xgroup_create(stream, keys.WORKER_GROUP, id="0", mkstream=True)
             except redis.ResponseError as err:
                 if "BUSYGROUP" not in str(err):
                     raise
 
     # -- consuming ----------------------------------------------------------------------------
     def read(self, count: int, block_ms: int | None) -> list[Delivery]:
-        """Up to `count` entries: first this consumer's own pending ones (after a restart under the
-        same name), then new ones, blocking up to block_ms when none are waiting."""
-        streams = {keys.variant_stream(v): "0" if not self._backlog_done else ">" for v in self.variants}
+        """Up to `count` entries: on the first call this consumer's own pending ones (a restart under
+        the same name), then new ones, blocking up to block_ms when none are waiting."""
+        backlog = not self._backlog_done
+        self._backlog_done = True  # the pending list is read once: later reads would repeat it
+        streams = {stream: "0" if backlog else ">" for stream in self.streams}
         try:
-            reply = self.redis.xreadgroup(
-                keys.WORKER_GROUP, self.consumer, streams, count=count,
-                block=None if not self._backlog_done else block_ms,
-            )
+            # The whole backlog at once: entries left out now would never be read again.
+            reply = self.redis.xreadgroup(keys.WORKER_GROUP, self.consumer, streams,
+                                          count=100_000 if backlog else count, block=None if backlog else block_ms)
         except redis.ResponseError as err:
             if "NOGROUP" not in str(err):
                 raise
@@ -63,50 +67,47 @@ class WorkQueue:
             self.ensure_groups()
             return []
         deliveries = self._parse(reply)
-        if not self._backlog_done and not deliveries:
-            self._backlog_done = True
-            return self.read(count, block_ms)
-        return deliveries
+        return deliveries or (self.read(count, block_ms) if backlog else [])
 
-    @staticmethod
-    def _parse(reply: list) -> list[Delivery]:
-        prefix = keys.variant_stream("")
+    def _parse(self, reply: list) -> list[Delivery]:
         out = []
         for stream, entries in reply or []:
             for entry_id, fields in entries:
                 if fields:  # a trimmed entry reads as nil; nothing to run
-                    out.append(Delivery(stream.removeprefix(prefix), entry_id, fields["job"]))
+                    out.append(Delivery(stream, self.streams[stream], entry_id, fields["job"]))
         return out
 
     def reclaim(self, min_idle_ms: int, count: int = 50) -> list[Delivery]:
         """Claim pending entries whose consumer has no live heartbeat (a crashed worker)."""
         claimed: list[Delivery] = []
-        for variant in self.variants:
-            stream = keys.variant_stream(variant)
+        for stream, variant in self.streams.items():
             pending = self.redis.xpending_range(stream, keys.WORKER_GROUP, "-", "+", count, idle=min_idle_ms)
-            dead = [
-                p for p in pending
-                if p["consumer"] != self.consumer and not self.redis.exists(keys.worker_heartbeat(p["consumer"]))
-            ]
+            dead = [p for p in pending if p["consumer"] != self.consumer
+                    and not self.redis.exists(keys.worker_heartbeat(p["consumer"]))]
             if not dead:
                 continue
-            ids = [p["message_id"] for p in dead]
-            times = {p["message_id"]: p["times_delivered"] + 1 for p in dead}
             # XCLAIM with min-idle makes the claim race-free: a second reclaimer finds the entry
             # freshly claimed (idle reset) and gets nothing.
-            entries = self.redis.xclaim(stream, keys.WORKER_GROUP, self.consumer, min_idle_ms, ids)
-            for entry_id, fields in entries:
-                if fields:
-                    claimed.append(Delivery(variant, entry_id, fields["job"], times.get(entry_id, 1)))
+            entries = self.redis.xclaim(stream, keys.WORKER_GROUP, self.consumer, min_idle_ms,
+                                        [p["message_id"] for p in dead])
+            claimed += [Delivery(stream, variant, entry_id, fields["job"]) for entry_id, fields in entries if fields]
         return claimed
 
     # -- job state ----------------------------------------------------------------------------
-    def start(self, delivery: Delivery) -> str:
-        """'run' if this worker should run the job now, else the job's status (ack and move on)."""
-        return str(self._start(
-            keys=[keys.job(delivery.job_id), keys.job_events(delivery.job_id), keys.variant_queued(delivery.variant)],
-            args=[self.consumer, f"{time.time():.3f}", event_json(status="running")],
+    def start(self, delivery: Delivery) -> tuple[str, Job | None]:
+        """('run', the job as now started) if this worker should run it; else (the job's status, None)
+        and the caller only acks the entry."""
+        job = self.load(delivery.job_id)
+        if job is None:
+            return "missing", None
+        state = str(self._start(
+            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(delivery.variant),
+                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day)],
+            args=[self.consumer, f"{time.time():.3f}", event_json(status="running"),
+                  event_json(status="expired", error="the job was not started before its deadline"),
+                  self.retention_s],
         ))
+        return (state, self.load(job.id)) if state == "run" else (state, None)
 
     def load(self, job_id: str) -> Job | None:
         data = self.redis.hgetall(keys.job(job_id))
@@ -147,7 +148,8 @@ class WorkQueue:
             ]
         extra = [str(x) for pair in fields.items() for x in pair]
         changed = self._finish(
-            keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant),
+            keys=[keys.job(job.id), keys.job_events(job.id),
+                  delivery.stream if delivery else keys.variant_stream(job.variant, job.priority),
                   keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day),
                   keys.LEDGER, keys.account_ledger(job.account)],
             args=[status, f"{time.time():.3f}", delivery.entry_id if delivery else "", keys.WORKER_GROUP,
@@ -156,15 +158,22 @@ class WorkQueue:
         return bool(changed)
 
     def ack(self, delivery: Delivery) -> None:
-        stream = keys.variant_stream(delivery.variant)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(stream, keys.WORKER_GROUP, delivery.entry_id)
-        pipe.xdel(stream, delivery.entry_id)
+        pipe.xack(delivery.stream, keys.WORKER_GROUP, delivery.entry_id)
+        pipe.xdel(delivery.stream, delivery.entry_id)
         pipe.execute()
 
     # -- liveness -----------------------------------------------------------------------------
     def heartbeat(self, ttl_s: int) -> None:
         self.redis.set(keys.worker_heartbeat(self.consumer), ",".join(self.variants), ex=ttl_s)
+
+    def write_metrics(self, values: dict[str, float]) -> None:
+        if not values:
+            return
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.worker_metrics(self.consumer), mapping=values)
+        pipe.expire(keys.worker_metrics(self.consumer), 3600)
+        pipe.execute()
 
     def retire(self) -> None:
         self.redis.delete(keys.worker_heartbeat(self.consumer))

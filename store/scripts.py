@@ -9,7 +9,7 @@ LUA_DIR = Path(__file__).with_name("lua")
 
 
 # Scripts that settle or release reservations share the function in release.lua.
-_WITH_RELEASE = {"finish", "cancel"}
+_WITH_RELEASE = {"finish", "cancel", "start"}
 
 
 @cache

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from store.settings import CommonSettings
 
 
@@ -9,8 +11,19 @@ class WorkerSettings(CommonSettings):
     device: str = "cpu"
     # Comma-separated variant names this worker serves; empty means every variant in the catalog.
     worker_variants: str = ""
+    # off: one image per forward pass; request: jobs batched when they start together; step: jobs of
+    # the same size join a running batch between denoising steps (distilled FLUX; others: request).
+    worker_batching: Literal["off", "request", "step"] = "step"
     # Most images in one batch (an operator cap; the memory model may choose fewer).
     worker_max_batch: int = 8
+    # Memory batches may use: bytes or e.g. "20GiB"; empty = free memory at start-up minus 10%.
+    worker_memory_budget: str = ""
+    # Measure peak memory per variant at start-up (two small batches each) to size batches.
+    worker_profile_memory: bool = True
+    # Priority points a waiting job gains per second, so free-tier work is never starved by paid.
+    worker_aging_per_s: float = 1.0
+    # Fault injection (tests, drills): raise an out-of-memory error for batches above this size.
+    worker_fault_oom_above: int = 0
     # How long a batch may wait for more jobs to fill it after the first arrives.
     worker_batch_wait_ms: int = 15
     # Progress events are written at most this often per job.

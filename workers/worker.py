@@ -1,9 +1,12 @@
 """The worker process: read jobs from the variant streams, batch them, run pipelines, store results.
 
-One worker per device. Its loop: reclaim entries of dead workers, read up to a batch of entries
-(waiting a few ms for the batch to fill), take each job (start.lua), group by batch key, run each
-group through its variant's pipeline with per-step progress and cancellation, store the images,
-then finish.lua marks the job and acks its entry in one step.
+One worker per device. Its loop: reclaim entries of dead workers, read new entries into a local
+scheduler (at most a batch ahead), pick the best batch key (priority with aging), then either
+- request-level batching: run the chosen jobs as one `generate` call, or
+- step-level batching (distilled FLUX text-to-image): keep a `DenoiseSession` running and let jobs
+  of the same key join it between steps, each leaving as soon as its own steps are done.
+A job is started (start.lua) only when it is taken into a batch, so a job whose deadline passed
+while it waited expires without running, and a cancelled one is never run.
 """
 
 from __future__ import annotations
@@ -13,40 +16,45 @@ import os
 import socket
 import threading
 import time
-from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import redis
+import torch
 
+from models.flux.session import DenoiseSession, supports_sessions
 from models.interface import ImageRequest, Pipeline
-from store.queue import Delivery, WorkQueue
-from store.records import Job, JobStatus
+from store.queue import WorkQueue
+from store.records import JobStatus
+from store.tiers import load_tiers
+from workers.batch import OOM_ERRORS, Batch, Running, requests_for
 from workers.encode import encode_image
+from workers.memory import MemoryModel
+from workers.metrics import WorkerMetrics
+from workers.scheduler import Pending, Scheduler
 from workers.settings import WorkerSettings
 
 log = logging.getLogger("fluxgate.worker")
 
 
-@dataclass
-class _Running:
-    """A job in the batch being run: its delivery and which requests (images) belong to it."""
-
-    delivery: Delivery
-    job: Job
-    indices: list[int] = field(default_factory=list)
-    canceled: bool = False
-
-
 class Worker:
-    def __init__(self, settings: WorkerSettings, pipelines: Mapping[str, Pipeline]) -> None:
+    def __init__(self, settings: WorkerSettings, pipelines: Mapping[str, Pipeline],
+                 memory: MemoryModel | None = None) -> None:
         self.settings = settings
         self.pipelines = dict(pipelines)
         name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
-        self.queue = WorkQueue(settings.redis_url, name, list(self.pipelines), settings.retention_s)
+        priorities = [tier.priority for tier in load_tiers(settings.tiers or None).values()]
+        self.queue = WorkQueue(settings.redis_url, name, list(self.pipelines), settings.retention_s, priorities)
+        self.memory = memory or MemoryModel(budget=2**62, operator_cap=self.max_batch)
+        self.scheduler = Scheduler(settings.worker_aging_per_s)
+        self.metrics = WorkerMetrics()
+        self.session: Batch | None = None
         self.stop = threading.Event()
         self._last_reclaim = 0.0
         self._loaded = False  # the last read found more than one job waiting
+
+    @property
+    def max_batch(self) -> int:
+        return 1 if self.settings.worker_batching == "off" else self.settings.worker_max_batch
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> None:
@@ -54,7 +62,8 @@ class Worker:
         self.queue.ensure_groups()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
-        log.info("worker %s serving %s", self.queue.consumer, ", ".join(self.pipelines))
+        log.info("worker %s serving %s (batching %s)", self.queue.consumer, ", ".join(self.pipelines),
+                 self.settings.worker_batching)
         try:
             while not self.stop.is_set():
                 try:
@@ -82,73 +91,90 @@ class Worker:
         while not self.stop.is_set():
             try:
                 self.queue.heartbeat(self.settings.worker_heartbeat_ttl_s)
+                self.queue.write_metrics(self.metrics.snapshot())
             except redis.ConnectionError:
                 pass
             self.stop.wait(self.settings.worker_heartbeat_s)
 
-    def run_once(self, block_ms: int) -> int:
-        """One read-batch-run cycle; returns how many jobs it ran."""
+    def run_once(self, block_ms: int) -> None:
+        """One scheduling round: fill the local queue, then run one batch or one session step."""
+        idle = self.session is None and not self.scheduler
+        self._fill(block_ms if idle else None)
+        if self.session is not None:
+            self._session_step()
+            return
+        key = self.scheduler.next_key()
+        if key is None:
+            return
+        batch = self._start(self.scheduler.take(key, self.memory.cap(key)))
+        if not batch:
+            return
+        pipeline = self.pipelines[key[0]]
+        if self.settings.worker_batching == "step" and supports_sessions(pipeline):
+            self.session = Batch(key, DenoiseSession(pipeline, key[2], key[3]))  # type: ignore[arg-type]
+            self._join(batch)
+            self._session_step()
+        else:
+            self._run_whole(key, batch)
+
+    # -- reading and starting -----------------------------------------------------------------
+    def _fill(self, block_ms: int | None) -> None:
+        """Read new entries into the scheduler, keeping at most about one batch read ahead (entries
+        read but not run age in the pending list; see the heartbeat-based reclaim)."""
+        room = self.max_batch - len(self.scheduler)
         deliveries = self._reclaim_if_due()
-        cap = self.settings.worker_max_batch
-        if len(deliveries) < cap:
-            deliveries += self.queue.read(cap - len(deliveries), block_ms)
+        if room > 0:
+            deliveries += self.queue.read(room, block_ms)
         loaded = len(deliveries) > 1 or self._loaded
         self._loaded = len(deliveries) > 1
-        if deliveries and len(deliveries) < cap and loaded and self.settings.worker_batch_wait_ms:
+        if deliveries and self.session is None and loaded and self.settings.worker_batch_wait_ms:
             # Under load, a few ms of waiting fills the batch: many images per forward pass. A lone
             # job on an idle queue does not wait: the wait would be pure latency.
             time.sleep(self.settings.worker_batch_wait_ms / 1000)
-            deliveries += self.queue.read(cap - len(deliveries), None)
-        runnable = [r for r in map(self._take, deliveries) if r is not None]
-        groups: dict[tuple, list[_Running]] = defaultdict(list)
-        for running in runnable:
-            groups[running.job.batch_key].append(running)
-        for group in groups.values():
-            for batch in _chunks_by_images(group, cap):
-                self._run_batch(batch)
-        return len(runnable)
+            deliveries += self.queue.read(max(1, room - len(deliveries)), None)
+        for delivery in deliveries:
+            job = self.queue.load(delivery.job_id)
+            if job is None:
+                self.queue.ack(delivery)
+            else:
+                self.scheduler.add([Pending(delivery, job)])
 
-    def _reclaim_if_due(self) -> list[Delivery]:
+    def _reclaim_if_due(self) -> list:
         now = time.monotonic()
         if now - self._last_reclaim < self.settings.worker_heartbeat_s:
             return []
         self._last_reclaim = now
-        min_idle_ms = int(self.settings.worker_heartbeat_ttl_s * 1000)
-        return self.queue.reclaim(min_idle_ms)
+        return self.queue.reclaim(int(self.settings.worker_heartbeat_ttl_s * 1000))
 
-    def _take(self, delivery: Delivery) -> _Running | None:
-        """Start the delivered job, or ack an entry whose job needs no run (canceled, finished)."""
-        state = self.queue.start(delivery)
-        if state != "run":
-            self.queue.ack(delivery)
-            return None
-        job = self.queue.load(delivery.job_id)
-        if job is None:
-            self.queue.ack(delivery)
-            return None
-        if job.attempts > self.settings.worker_max_attempts:
-            error = (f"the job was started {job.attempts - 1} times and its worker stopped each time; "
-                     "it is not retried again")
-            self.queue.finish(delivery, job, JobStatus.FAILED, error=error)
-            return None
-        return _Running(delivery, job)
+    def _start(self, chosen: list[Pending]) -> list[Running]:
+        """Start each chosen job (start.lua); drop (ack) those cancelled, expired or already done."""
+        batch = []
+        for item in chosen:
+            state, job = self.queue.start(item.delivery)
+            if state != "run" or job is None:
+                self.queue.ack(item.delivery)
+                continue
+            if job.attempts > self.settings.worker_max_attempts:
+                self.queue.finish(item.delivery, job, JobStatus.FAILED,
+                                  error=f"the job was started {job.attempts - 1} times and its worker stopped "
+                                        "each time; it is not retried again")
+                continue
+            self.metrics.queue_wait(job.variant, (job.started_at or time.time()) - job.created_at)
+            batch.append(Running(item.delivery, job))
+        return batch
 
-    # -- one batch ----------------------------------------------------------------------------
-    def _run_batch(self, batch: list[_Running]) -> None:
-        requests: list[ImageRequest] = []
-        for running in batch:
-            job = running.job
-            for seed in job.seeds:
-                running.indices.append(len(requests))
-                requests.append(ImageRequest(
-                    prompt=job.prompt, seed=seed, width=job.width, height=job.height,
-                    steps=job.steps, guidance=job.guidance, task=job.task,
-                ))
-        pipeline = self.pipelines[batch[0].job.variant]
-        on_step = _ProgressReporter(self.queue, batch, self.settings.worker_progress_interval_s)
+    # -- request-level batching ---------------------------------------------------------------
+    def _run_whole(self, key: tuple, batch: list[Running]) -> None:
+        requests = _requests(batch)
+        pipeline = self.pipelines[key[0]]
+        reporter = _ProgressReporter(self.queue, batch, self.settings.worker_progress_interval_s)
         started = time.monotonic()
         try:
-            images = pipeline.generate(requests, on_step)
+            self._check_fault(len(requests))
+            images = pipeline.generate(requests, reporter)
+        except OOM_ERRORS as err:
+            self._out_of_memory(key, batch, len(requests), err)
+            return
         except Exception as err:  # a pipeline bug must fail its jobs, not kill the worker
             log.exception("batch of %d jobs failed", len(batch))
             for running in batch:
@@ -156,24 +182,127 @@ class Worker:
                                   error=f"generation failed: {type(err).__name__}: {err}")
             return
         elapsed = time.monotonic() - started
-        expires_at = time.time() + self.settings.retention_s
+        self.metrics.batch(key[0], len(requests), elapsed, max(r.steps for r in requests))
         for running in batch:
-            job = running.job
-            if running.canceled:
-                self.queue.finish(running.delivery, job, JobStatus.CANCELED)
-                continue
             outputs = [images[i] for i in running.indices]
-            encoded = [encode_image(img, job.output_format) for img in outputs if img is not None]
-            self.queue.store_images(job.id, encoded)
-            self.queue.finish(running.delivery, job, JobStatus.SUCCEEDED, images=len(encoded),
-                              expires_at=f"{expires_at:.3f}", run_seconds=f"{elapsed:.4f}",
-                              progress_step=job.steps, progress_total=job.steps)
+            self._complete(running, outputs, elapsed)
+
+    def _out_of_memory(self, key: tuple, batch: list[Running], size: int, err: BaseException) -> None:
+        """Free memory, lower this key's cap to half the failed size, and run the same jobs again in
+        batches within the new cap. No job is lost or failed by an OOM."""
+        cap = self.memory.lower(key, size)
+        log.warning("out of memory at %d images for %s (%s); cap lowered to %d", size, key, err, cap)
+        self.metrics.oom(key[0])
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        if len(batch) == 1:
+            self._run_split(key, batch[0], cap)
+            return
+        for part in _chunks_by_images(batch, cap):
+            self._run_whole(key, part)
+
+    def _run_split(self, key: tuple, running: Running, cap: int) -> None:
+        """One job with more images than fit: its images in parts of at most `cap`."""
+        requests = requests_for(running.job)
+        images: list = []
+        started = time.monotonic()
+        for start in range(0, len(requests), cap):
+            part = requests[start:start + cap]
+            try:
+                self._check_fault(len(part))
+                images += self.pipelines[key[0]].generate(part)
+            except OOM_ERRORS as err:
+                if cap == 1:
+                    self.queue.finish(running.delivery, running.job, JobStatus.FAILED,
+                                      error=f"out of memory even for one image: {err}")
+                    return
+                self._run_split(key, running, self.memory.lower(key, cap))
+                return
+        self._complete(running, images, time.monotonic() - started)
+
+    def _check_fault(self, images: int) -> None:
+        """Fault injection for tests and drills: an OOM above a batch size, on any device."""
+        limit = self.settings.worker_fault_oom_above
+        if limit and images > limit:
+            raise MemoryError(f"injected out-of-memory: {images} images > {limit}")
+
+    # -- step-level batching ------------------------------------------------------------------
+    def _join(self, batch: list[Running]) -> None:
+        assert self.session is not None
+        self.session.join(batch)
+
+    def _session_step(self) -> None:
+        session = self.session
+        assert session is not None
+        # Jobs of this key join while it is the scheduler's best key; otherwise the session drains
+        # and the better key runs next (a busy key cannot starve the others).
+        room = self.memory.cap(session.key) - session.images
+        if room > 0 and self.scheduler.next_key() == session.key:
+            self._join(self._start(self.scheduler.take(session.key, room)))
+        try:
+            self._check_fault(session.images)
+            started = time.monotonic()
+            finished = session.step()
+            self.metrics.step(session.key[0], session.images, time.monotonic() - started)
+        except OOM_ERRORS as err:
+            cap = self.memory.lower(session.key, session.images)
+            log.warning("out of memory at %d images in a session (%s); cap lowered to %d", session.images, err, cap)
+            self.metrics.oom(session.key[0])
+            # The newest jobs leave and run now on their own, in batches within the new cap.
+            for part in _chunks_by_images(session.shed(cap), cap):
+                self._run_whole(session.key, part)
+            return
+        session.report_progress(self.queue, self.settings.worker_progress_interval_s)
+        for running in session.cancel_requested(self.queue):
+            self.queue.finish(running.delivery, running.job, JobStatus.CANCELED)
+        for running, images in finished:
+            self.queue.progress([running.job.id], running.job.steps, running.job.steps)
+            self._complete(running, images, time.monotonic() - running.joined)
+        if not session.images:
+            self.session = None
+
+    # -- results ------------------------------------------------------------------------------
+    def _complete(self, running: Running, images: list, elapsed: float) -> None:
+        job = running.job
+        if running.canceled or any(img is None for img in images):
+            self.queue.finish(running.delivery, job, JobStatus.CANCELED)
+            return
+        encoded = [encode_image(img, job.output_format) for img in images]
+        self.queue.store_images(job.id, encoded)
+        expires_at = time.time() + self.settings.retention_s
+        self.queue.finish(running.delivery, job, JobStatus.SUCCEEDED, images=len(encoded),
+                          expires_at=f"{expires_at:.3f}", run_seconds=f"{elapsed:.4f}",
+                          progress_step=job.steps, progress_total=job.steps)
+        self.metrics.images(job.variant, len(encoded))
+
+
+def _requests(batch: list[Running]) -> list[ImageRequest]:
+    requests: list[ImageRequest] = []
+    for running in batch:
+        running.indices = []
+        for request in requests_for(running.job):
+            running.indices.append(len(requests))
+            requests.append(request)
+    return requests
+
+
+def _chunks_by_images(batch: list[Running], cap: int) -> list[list[Running]]:
+    """Split jobs into batches of at most `cap` images (a job's images stay together)."""
+    chunks: list[list[Running]] = [[]]
+    size = 0
+    for running in batch:
+        if chunks[-1] and size + running.job.n > cap:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(running)
+        size += running.job.n
+    return [c for c in chunks if c]
 
 
 class _ProgressReporter:
     """The pipeline's per-step callback: progress events (throttled) and cancellation."""
 
-    def __init__(self, queue: WorkQueue, batch: list[_Running], interval_s: float) -> None:
+    def __init__(self, queue: WorkQueue, batch: list[Running], interval_s: float) -> None:
         self.queue = queue
         self.batch = batch
         self.interval_s = interval_s
@@ -192,16 +321,3 @@ class _ProgressReporter:
                     running.canceled = True
                     stop += running.indices
         return stop
-
-
-def _chunks_by_images(group: list[_Running], cap: int) -> list[list[_Running]]:
-    """Split jobs into batches of at most `cap` images (a job's images stay together)."""
-    batches: list[list[_Running]] = [[]]
-    size = 0
-    for running in group:
-        if batches[-1] and size + running.job.n > cap:
-            batches.append([])
-            size = 0
-        batches[-1].append(running)
-        size += running.job.n
-    return [b for b in batches if b]

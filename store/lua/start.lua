@@ -1,14 +1,26 @@
 -- A worker takes a delivered job. Returns 'run' when the worker should run it, otherwise the job's
--- status (a terminal one: cancelled while queued, already finished by an earlier delivery, ...)
--- or 'missing', and the worker just acks the entry.
--- KEYS: job hash, job events stream, variant queued counter
--- ARGV: worker consumer name, now (unix seconds), running-event JSON
+-- status (a terminal one: cancelled while queued, already finished by an earlier delivery, expired
+-- just now because its deadline passed before it started) or 'missing'; the worker then only acks.
+-- KEYS: 1 job hash, 2 job events, 3 variant queued counter, 4 account hash, 5 account's active set,
+--       6 daily images counter
+-- ARGV: 1 worker consumer name, 2 now (unix seconds), 3 running-event JSON, 4 expired-event JSON,
+--       5 retention seconds
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
   return 'missing'
 end
 if status == 'queued' then
   redis.call('DECR', KEYS[3])
+  local deadline = tonumber(redis.call('HGET', KEYS[1], 'deadline') or '0')
+  if deadline > 0 and tonumber(ARGV[2]) > deadline then
+    redis.call('HSET', KEYS[1], 'status', 'expired', 'finished_at', ARGV[2],
+               'error', 'the job expired: it was not started before its deadline')
+    settle(KEYS[1], KEYS[4], KEYS[5], KEYS[6], false)
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'expired', 'data', ARGV[4])
+    redis.call('EXPIRE', KEYS[1], ARGV[5])
+    redis.call('EXPIRE', KEYS[2], ARGV[5])
+    return 'expired'
+  end
   redis.call('HSET', KEYS[1], 'status', 'running', 'started_at', ARGV[2], 'worker', ARGV[1])
   redis.call('HINCRBY', KEYS[1], 'attempts', 1)
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'running', 'data', ARGV[3])
