@@ -94,24 +94,38 @@ def test_inspect_checkpoint(tmp_path) -> None:
     _deepspeed_file(tmp_path / "t.pt", sd)
     rep = inspect_checkpoint(tmp_path / "t.pt")
     assert rep is not None
-    assert (rep.family, rep.variant, rep.layout, rep.component) == (
-        "cogview",
-        "demo-cogview",
-        "deepspeed",
-        "transformer",
-    )
-    assert rep.parameters == sum(v.numel() for v in sd.values()) and rep.dtype == "float16"
-    assert rep.missing == rep.unexpected == rep.mismatched == []
+    assert {k: rep[k] for k in ("family", "component", "variant", "layout", "dtype", "files", "ok")} == {
+        "family": "cogview", "component": "transformer", "variant": "demo-cogview", "layout": "original",
+        "dtype": "float16", "files": 1, "ok": True}  # fmt: skip
+    assert rep["parameters"] == sum(v.numel() for v in sd.values())
+    assert rep["missing"] == rep["unexpected"] == rep["mis_shaped"] == []
+
+    sat = {("transformer.word_embeddings.weight" if k == "word_embeddings.weight" else k): v for k, v in sd.items()}
+    sat["transformer.layers.0.mlp.dense_h_to_4h.bias"] = torch.zeros(3)
+    save_file(sat, str(tmp_path / "sat.safetensors"))
+    rep = inspect_checkpoint(str(tmp_path / "sat.safetensors"))
+    assert rep is not None and rep["layout"] == "sat" and not rep["ok"]
+    assert rep["mis_shaped"] == [["transformer.layers.0.mlp.dense_h_to_4h.bias", [512], [3]]]
 
     pipe = load_cogview_pipeline("demo-cogview", {})
     save_file(pipe.vqvae.state_dict(), str(tmp_path / "vq.safetensors"))
     rep = inspect_checkpoint(tmp_path / "vq.safetensors")
-    assert rep is not None and rep.component == "vqvae" and rep.variant == "demo-cogview"
+    assert rep is not None and rep["component"] == "vqvae" and rep["variant"] == "demo-cogview vqvae" and rep["ok"]
+    codebook_stats = 512 + 64 * 512  # cluster_size, embed_avg: EMA state, not parameters
+    assert rep["parameters"] == sum(v.numel() for v in pipe.vqvae.state_dict().values()) - codebook_stats
 
     save_file({"model.diffusion.weight": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     assert inspect_checkpoint(tmp_path / "other.safetensors") is None
     (tmp_path / "notes.txt").write_text("hello")
     assert inspect_checkpoint(tmp_path / "notes.txt") is None
+
+
+def test_registry_sees_cogview() -> None:
+    from models import presets as registry
+
+    info = registry.all_presets()
+    assert info["cogview-4b"].family == "cogview" and info["demo-cogview"].demo
+    assert registry.parameter_count("cogview-4b") == 3_928_849_920
 
 
 def test_factory_loads_files_and_matches_in_memory(tmp_path) -> None:

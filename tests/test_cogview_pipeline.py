@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import time
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +28,11 @@ def arr(im) -> np.ndarray:
     return np.asarray(im)
 
 
-def test_demo_generates_64px_fast_and_batch_independent(pipe: CogViewPipeline) -> None:
+def test_demo_generates_64px_batch_independent(pipe: CogViewPipeline) -> None:
     as_protocol: Pipeline = pipe  # type-checked against models.interface
     assert callable(as_protocol.generate)
     reqs = [req("a red circle", 1), req("一个蓝色的正方形", 2), req("a red circle", 3), req("x", 4)]
-    pipe.generate(reqs[:1])  # warm-up
-    t = time.perf_counter()
-    batch = pipe.generate(reqs)
-    assert time.perf_counter() - t < 4.0  # about a second or less each on a laptop CPU
+    batch = pipe.generate(reqs)  # speed is measured by benchmarks/cogview_sampling.py, not timed here
     assert all(im is not None and im.size == (64, 64) for im in batch)
     for r, im in zip(reqs, batch, strict=True):
         assert np.array_equal(arr(pipe.generate([r])[0]), arr(im))

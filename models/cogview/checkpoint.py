@@ -52,7 +52,7 @@ def torch_load(path: PathLike) -> object:
             return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def read_state_dict(path: PathLike) -> tuple[dict[str, Tensor], str]:
+def read_state_dict(path: PathLike, rename: bool = True) -> tuple[dict[str, Tensor], str]:
     """Returns (state dict with CogView's key names, layout: 'safetensors'|'deepspeed'|'state_dict')."""
     p = Path(path)
     if not p.is_file():
@@ -60,30 +60,37 @@ def read_state_dict(path: PathLike) -> tuple[dict[str, Tensor], str]:
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return normalize_keys(load_file(str(p))), "safetensors"
+        sd = load_file(str(p))
+        return (normalize_keys(sd) if rename else sd), "safetensors"
     obj = torch_load(p)
     layout = "state_dict"
     if isinstance(obj, Mapping) and "module" in obj and isinstance(obj["module"], Mapping):
         obj, layout = obj["module"], "deepspeed"
     if not isinstance(obj, Mapping) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise ValueError(f"{p} is not a state dict of tensors (nor a DeepSpeed file with 'module')")
-    return normalize_keys(dict(obj)), layout
+    return (normalize_keys(obj) if rename else dict(obj)), layout
 
 
-def read_shapes(path: PathLike) -> tuple[dict[str, tuple[tuple[int, ...], torch.dtype]], str]:
-    """Names, shapes and dtypes without materialising tensors where the format allows it."""
+def read_shapes(path: PathLike) -> tuple[dict[str, tuple[tuple[int, ...], torch.dtype]], str, str]:
+    """Names (CogView's), shapes and dtypes without materialising tensors where the format allows.
+
+    Returns (shapes, container: 'safetensors'|'deepspeed'|'state_dict', key layout: 'original'|'sat').
+    """
     p = Path(path)
     if p.suffix == ".safetensors":
         from safetensors import safe_open
 
         with safe_open(str(p), framework="pt") as f:
-            out = {}
+            raw = {}
             for k in f.keys():
                 sl = f.get_slice(k)
-                out[k] = (tuple(sl.get_shape()), _st_dtype(sl.get_dtype()))
-        return {_rename(k): v for k, v in out.items()}, "safetensors"
-    sd, layout = read_state_dict(p)
-    return {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}, layout
+                raw[k] = (tuple(sl.get_shape()), _st_dtype(sl.get_dtype()))
+        container = "safetensors"
+    else:
+        sd, container = read_state_dict(p, rename=False)
+        raw = {k: (tuple(v.shape), v.dtype) for k, v in sd.items()}
+    layout = "sat" if any(k.removeprefix("module.") == _SAT_EMBEDDING for k in raw) else "original"
+    return {_rename(k): v for k, v in raw.items()}, container, layout
 
 
 def _st_dtype(name: str) -> torch.dtype:
@@ -92,10 +99,13 @@ def _st_dtype(name: str) -> torch.dtype:
     )
 
 
+_SAT_EMBEDDING = "transformer.word_embeddings.weight"
+
+
 def _rename(k: str) -> str:
     k = k.removeprefix("module.")
     # SwissArmyTransformer moved the embedding under transformer.; CogView has it at the top.
-    return "word_embeddings.weight" if k == "transformer.word_embeddings.weight" else k
+    return "word_embeddings.weight" if k == _SAT_EMBEDDING else k
 
 
 def normalize_keys(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -6,8 +6,10 @@ configuration has 3,928,849,920 parameters (spec §1.1), checked on the meta dev
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+import pickle
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,70 +71,78 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@dataclass
-class CheckpointReport:
-    family: str
-    variant: str | None  # preset name, or None when the shapes match no preset
-    layout: str  # "deepspeed", "safetensors" or "state_dict"
-    parameters: int
-    dtype: str
-    missing: list[str] = field(default_factory=list)
-    unexpected: list[str] = field(default_factory=list)
-    mismatched: list[str] = field(default_factory=list)
-    component: str = "transformer"  # or "vqvae"
+CheckpointReport = dict[str, Any]  # the shape documented in models/presets.py
 
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
+# EMA statistics of the codebook: state, not parameters (like BatchNorm running statistics).
+_STATISTICS = ("quantize_t.cluster_size", "quantize_t.embed_avg")
 
 
-def _dominant_dtype(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> str:
-    count: dict[torch.dtype, int] = {}
-    for shape, dt in shapes.values():
-        n = 1
-        for s in shape:
-            n *= s
-        count[dt] = count.get(dt, 0) + n
-    return str(max(count, key=count.__getitem__)).removeprefix("torch.") if count else "unknown"
+def _dtypes(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]]) -> str:
+    return ",".join(sorted({str(dt).removeprefix("torch.") for _, dt in shapes.values()}))
 
 
 def _infer_config(shapes: dict[str, tuple[int, ...]]) -> CogViewConfig:
     """A config with the file's sizes (head count does not show in shapes; 64-dim heads assumed)."""
     vocab, hidden = shapes["word_embeddings.weight"]
-    layers = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("transformer.layers."))
+    layers = 1 + max((int(k.split(".")[2]) for k in shapes if k.startswith("transformer.layers.")), default=-1)
     positions = shapes.get("transformer.position_embeddings.weight", (1089,))[0]
     for cfg in PRESETS.values():
         if (cfg.vocab_size, cfg.hidden_size, cfg.num_layers, cfg.max_positions) == (vocab, hidden, layers, positions):
             return cfg
     heads = max(1, hidden // 64)
-    return replace(PRESETS["cogview-4b"], num_layers=layers, hidden_size=hidden, num_heads=heads,
-                   max_positions=positions)  # fmt: skip
+    return replace(
+        PRESETS["cogview-4b"], num_layers=layers, hidden_size=hidden, num_heads=heads, max_positions=positions
+    )
 
 
 def inspect_checkpoint(path: str | Path) -> CheckpointReport | None:
-    """Report on a CogView transformer or VQ-VAE checkpoint; None if the file is not CogView's."""
+    """Report on a CogView transformer or VQ-VAE checkpoint; None if the file is not CogView's.
+
+    layout is "original" (CogView's GPT2Model / vqvae_zc names, in a DeepSpeed .pt, a plain .pt or
+    safetensors) or "sat" (SwissArmyTransformer's transformer.word_embeddings name).
+    """
     try:
-        full, layout = read_shapes(path)
-    except (ValueError, RuntimeError, OSError, KeyError, AttributeError, TypeError):
+        full, _, layout = read_shapes(path)
+    except (ValueError, RuntimeError, OSError, KeyError, AttributeError, TypeError, pickle.UnpicklingError):
         return None
     shapes = {k: v[0] for k, v in full.items()}
-    params = sum(_numel(s) for s in shapes.values())
-    dtype = _dominant_dtype(full)
+    params = sum(_numel(s) for k, s in shapes.items() if k not in _STATISTICS)
     if "quantize_t.embed" in shapes:
+        component = "vqvae"
         dim, n_codes = shapes["quantize_t.embed"]
         channels = shapes.get("enc_b.blocks.0.weight", (512,))[0]
         downsample = sum(1 for k in shapes if k.startswith("enc_b.blocks.") and k.endswith(".weight")) - 1
         vq = VQVAEConfig(channels=channels, embed_dim=dim, n_codes=n_codes, downsample=max(downsample, 1))
         with torch.device("meta"):
             expected = {k: tuple(v.shape) for k, v in VQVAE(vq).state_dict().items()}
-        variant = next((n for n, c in PRESETS.items() if c.vqvae == vq), None)
-        return CheckpointReport(FAMILY, variant, layout, params, dtype, *compare(expected, shapes), component="vqvae")
-    if "word_embeddings.weight" not in shapes or not any("third_layernorm" in k for k in shapes):
-        return None  # no Sandwich-LN: some other GPT-style model
-    cfg = _infer_config(shapes)
-    model = build_transformer(cfg)
-    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    variant = next((n for n, c in PRESETS.items() if c == cfg), None)
-    return CheckpointReport(FAMILY, variant, layout, params, dtype, *compare(expected, shapes))
+        name = next((n for n, c in PRESETS.items() if c.vqvae == vq), None)
+        variant = f"{name} vqvae" if name else None
+    elif "word_embeddings.weight" in shapes and any("third_layernorm" in k for k in shapes):
+        component = "transformer"  # Sandwich-LN's third LayerNorm tells CogView from other GPTs
+        cfg = _infer_config(shapes)
+        expected = {k: tuple(v.shape) for k, v in build_transformer(cfg).state_dict().items()}
+        variant = next((n for n, c in PRESETS.items() if c == cfg), None)
+    else:
+        return None
+    missing, unexpected, mismatched = compare(expected, shapes)
+    del mismatched  # the registry wants [name, expected, found] triples rather than strings
+    mis_shaped = [
+        [k, list(expected[k]), list(shapes[k])] for k in sorted(expected) if k in shapes and shapes[k] != expected[k]
+    ]
+    return {
+        "path": str(path),
+        "family": FAMILY,
+        "component": component,
+        "variant": variant,
+        "layout": layout,
+        "parameters": params,
+        "dtype": _dtypes(full),
+        "files": 1,
+        "missing": missing,
+        "unexpected": unexpected,
+        "mis_shaped": mis_shaped,
+        "ok": variant is not None and not (missing or unexpected or mis_shaped),
+    }
 
 
 def _numel(shape: tuple[int, ...]) -> int:

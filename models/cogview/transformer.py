@@ -109,6 +109,9 @@ class SelfAttention(nn.Module):
             if self.training and self.attention_dropout:
                 raise NotImplementedError("PB-relax attention is inference-only here; train with pb_relax=False")
             out = relaxed_attention(q, k, v, mask, self.alpha)
+        elif q.shape[-2] == 1 and not self.training:
+            # One decoding query: two small matmuls beat the fused kernels' setup cost on CPU.
+            out = standard_attention(q, k, v, mask)
         else:
             p = self.attention_dropout if self.training else 0.0
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
