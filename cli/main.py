@@ -19,6 +19,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "checkpoint": ("cli.checkpoint", "inspect a checkpoint file against the presets"),
     "eval": ("cli.eval", "measure a demo variant on the shapes world"),
     "generate": ("cli.generate", "generate an image through a running server"),
+    "jobs": ("cli.jobs", "list your recent jobs, show or cancel one"),
+    "usage": ("cli.usage", "your account's balance, remaining quota and usage"),
 }
 
 

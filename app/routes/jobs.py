@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Header, HTTPException, Path, Request
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from app.auth import Caller, CurrentCaller, Store
 from app.routes.urls import job_response
 from app.schemas import JobResponse
+from store import keys
 from store.jobstore import JobStore
 from store.records import MEDIA_TYPES, TERMINAL_EVENTS, Job, JobStatus
 
@@ -25,6 +26,22 @@ async def _owned_job(store: JobStore, caller: Caller, job_id: str) -> Job:
     if job is None or job.account != caller.account_id:
         raise HTTPException(404, f"no job {job_id} for this key (finished jobs are kept for the retention period)")
     return job
+
+
+@router.get("", response_model=list[JobResponse])
+async def list_jobs(request: Request, caller: CurrentCaller, store: Store,
+                    limit: int = Query(20, ge=1, le=100)) -> list[JobResponse]:
+    """The caller's queued and running jobs, then its most recent succeeded ones, newest first.
+
+    Read from indexes the store already keeps (the account's active set and its usage ledger), so
+    failed and canceled jobs are not listed; fetch those by id."""
+    account = caller.account_id
+    active = await store.redis.smembers(keys.active_jobs(account))
+    recent = await store.redis.xrevrange(keys.account_ledger(account), count=limit)
+    ids = dict.fromkeys([*active, *(fields["job"] for _, fields in recent if "job" in fields)])
+    jobs = [job for job in [await store.get(i) for i in ids] if job is not None and job.account == account]
+    jobs.sort(key=lambda job: job.created_at, reverse=True)
+    return [job_response(request, job) for job in jobs[:limit]]
 
 
 @router.get("/{job_id}", response_model=JobResponse)
