@@ -60,16 +60,21 @@ class QKNorm(nn.Module):
         self.query_norm = RMSNorm(head_dim)
         self.key_norm = RMSNorm(head_dim)
 
-    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        return self.query_norm(q).to(v.dtype), self.key_norm(k).to(v.dtype)
+    def forward(self, qk: Tensor) -> Tensor:
+        """qk: (B, L, 2, H, D) -> normalised q and k in one pass: normalise in fp32, cast back,
+        then multiply by each norm's scale (BFL's order of operations)."""
+        eps = self.query_norm.eps
+        normed = F.rms_norm(qk.float(), (qk.shape[-1],), None, eps).to(qk.dtype)
+        scale = torch.stack((self.query_norm.scale, self.key_norm.scale)).to(qk.dtype)  # (2, D)
+        return normed * scale[:, None, :]  # broadcast over (2, H, D)
 
 
-def rope_frequencies(ids: Tensor, axes_dim: tuple[int, ...], theta: float) -> tuple[Tensor, Tensor]:
-    """Per-token rotation angles for multi-axis RoPE (spec §3.4, §10.3).
+def rope_frequencies(ids: Tensor, axes_dim: tuple[int, ...], theta: float) -> Tensor:
+    """Multi-axis RoPE rotations (spec §3.4, §10.3) as unit complex numbers, laid out for the
+    (B, L, 2, H, D) q/k tensor: ids (B, L, n_axes) -> (B, L, 1, 1, D/2) complex64.
 
-    ids: (B, L, n_axes) positions -> (cos, sin), each (B, 1, L, head_dim // 2) in fp32.
-    Frequencies are computed in float64 like BFL and diffusers, so the angles agree to ~1e-7.
-    Axes are concatenated in order, so head dims [0, d0) rotate with axis 0, and so on.
+    Frequencies are float64 like BFL and diffusers. Axes are concatenated in order: head dims
+    [0, d0) rotate with axis 0, and so on.
     """
     angles = []
     pos = ids.to(torch.float64)
@@ -77,8 +82,9 @@ def rope_frequencies(ids: Tensor, axes_dim: tuple[int, ...], theta: float) -> tu
         scale = torch.arange(0, dim, 2, dtype=torch.float64, device=ids.device) / dim
         omega = 1.0 / (theta**scale)  # (dim/2,)
         angles.append(pos[..., axis, None] * omega)  # (B, L, dim/2)
-    ang = torch.cat(angles, dim=-1).unsqueeze(1)  # (B, 1, L, head_dim/2)
-    return torch.cos(ang).float(), torch.sin(ang).float()
+    ang = torch.cat(angles, dim=-1)  # (B, L, D/2)
+    freqs = torch.complex(torch.cos(ang).float(), torch.sin(ang).float())
+    return freqs[:, :, None, None, :]
 
 
 def cat_ids(txt_ids: Tensor, img_ids: Tensor) -> Tensor:
@@ -87,31 +93,47 @@ def cat_ids(txt_ids: Tensor, img_ids: Tensor) -> Tensor:
     return torch.cat((txt_ids.expand(b, -1, -1), img_ids.expand(b, -1, -1)), dim=1)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate adjacent pairs (x_{2k}, x_{2k+1}) of the last dim (the interleaved convention).
-
-    x: (..., L, D); cos/sin broadcastable to (..., L, D/2). Runs in fp32 and casts back.
-    """
-    xf = x.float().unflatten(-1, (-1, 2))  # (..., L, D/2, 2)
-    x0, x1 = xf[..., 0], xf[..., 1]
-    out = torch.stack((cos * x0 - sin * x1, sin * x0 + cos * x1), dim=-1)
-    return out.flatten(-2).type_as(x)
+def apply_rope(x: Tensor, freqs: Tensor) -> Tensor:
+    """Rotate adjacent pairs (x_{2k}, x_{2k+1}) of the last dim (the interleaved convention):
+    out_{2k} = cos x_{2k} - sin x_{2k+1}, out_{2k+1} = sin x_{2k} + cos x_{2k+1}, which is the
+    complex product (x_{2k} + i x_{2k+1}) * e^{i angle}: one vectorised kernel. fp32, cast back."""
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    return torch.view_as_real(xc * freqs).flatten(-2).type_as(x)
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, pe: tuple[Tensor, Tensor]) -> Tensor:
-    """RoPE on q and k, then plain SDPA with no mask: (B, H, L, D) x3 -> (B, L, H*D)."""
-    cos, sin = pe
-    q = apply_rope(q, cos, sin)
-    k = apply_rope(k, cos, sin)
-    out = F.scaled_dot_product_attention(q, k, v)  # (B, H, L, D)
+def attention(qk: Tensor, v: Tensor, pe: Tensor) -> Tensor:
+    """qk (B, L, 2, H, D), v (B, L, H, D): RoPE on q and k, SDPA (no mask) -> (B, L, H*D)."""
+    qk = apply_rope(qk, pe)
+    q, k = qk[:, :, 0].transpose(1, 2), qk[:, :, 1].transpose(1, 2)  # (B, H, L, D) views
+    out = F.scaled_dot_product_attention(q, k, v.transpose(1, 2))  # (B, H, L, D)
     return out.transpose(1, 2).flatten(2)  # "B H L D -> B L (H D)"
 
 
-def split_qkv(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor, Tensor]:
-    """(B, L, 3*H*D) -> three (B, H, L, D) views; the 3*H*D outputs are [q | k | v] (spec §3.7)."""
+def split_qkv(qkv: Tensor, num_heads: int) -> tuple[Tensor, Tensor]:
+    """(B, L, 3*H*D), outputs ordered [q | k | v] (spec §3.7) -> qk (B, L, 2, H, D), v (B, L, H, D)."""
     b, seq, _ = qkv.shape
-    qkv = qkv.view(b, seq, 3, num_heads, -1).permute(2, 0, 3, 1, 4)  # "B L (K H D) -> K B H L D"
-    return qkv[0], qkv[1], qkv[2]
+    qkv = qkv.view(b, seq, 3, num_heads, -1)  # "B L (K H D) -> B L K H D"
+    return qkv[:, :, :2], qkv[:, :, 2]
+
+
+def fused_in(x: Tensor, linear: nn.Linear, split: int) -> tuple[Tensor, Tensor]:
+    """A fused input projection as two matmuls over row slices of its weight (views, no copy),
+    so both outputs are contiguous: the attention and MLP branches then run on dense memory."""
+    w, b = linear.weight, linear.bias
+    first = F.linear(x, w[:split], None if b is None else b[:split])
+    second = F.linear(x, w[split:], None if b is None else b[split:])
+    return first, second
+
+
+def fused_out(a: Tensor, m: Tensor, linear: nn.Linear) -> Tensor:
+    """linear(cat(a, m, -1)) without materialising the concatenation: two accumulating matmuls
+    over column slices of the weight (strided views that BLAS reads in place)."""
+    w, b = linear.weight, linear.bias
+    split = a.shape[-1]
+    a2, m2 = a.reshape(-1, split), m.reshape(-1, m.shape[-1])
+    out = a2 @ w[:, :split].t() if b is None else torch.addmm(b, a2, w[:, :split].t())
+    out.addmm_(m2, w[:, split:].t())
+    return out.view(*a.shape[:-1], -1)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:

@@ -19,6 +19,8 @@ from models.flux.layers import (
     QKNorm,
     attention,
     cat_ids,
+    fused_in,
+    fused_out,
     modulate,
     rope_frequencies,
     split_qkv,
@@ -93,31 +95,25 @@ class DoubleStreamBlock(nn.Module):
             setattr(self, f"{s}_norm2", nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6))
             setattr(self, f"{s}_mlp", _mlp(hidden_size, mlp_hidden))
 
-    def _qkv(self, s: str, x: Tensor, shift: Tensor, scale: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _qkv(self, s: str, x: Tensor, shift: Tensor, scale: Tensor) -> tuple[Tensor, Tensor]:
         attn: SelfAttention = getattr(self, f"{s}_attn")
         x_mod = modulate(getattr(self, f"{s}_norm1")(x), shift, scale)
-        q, k, v = split_qkv(attn.qkv(x_mod), self.num_heads)  # (B, H, L, Dh) each
-        q, k = attn.norm(q, k, v)
-        return q, k, v
+        qk, v = split_qkv(attn.qkv(x_mod), self.num_heads)  # (B, L, 2, H, Dh), (B, L, H, Dh)
+        return attn.norm(qk), v
 
-    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, pe: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    def forward(self, img: Tensor, txt: Tensor, vec: Tensor, pe: Tensor) -> tuple[Tensor, Tensor]:
         # img (B, Li, D), txt (B, Lt, D), vec (B, D)
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = self.img_mod(vec)
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = self.txt_mod(vec)
-        iq, ik, iv = self._qkv("img", img, i_shift1, i_scale1)
-        tq, tk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
+        iqk, iv = self._qkv("img", img, i_shift1, i_scale1)
+        tqk, tv = self._qkv("txt", txt, t_shift1, t_scale1)
         # Joint attention over [txt ; img], matching the order of the ids that built pe.
-        q = torch.cat((tq, iq), dim=2)
-        k = torch.cat((tk, ik), dim=2)
-        v = torch.cat((tv, iv), dim=2)
-        out = attention(q, k, v, pe)  # (B, Lt+Li, D)
+        out = attention(torch.cat((tqk, iqk), dim=1), torch.cat((tv, iv), dim=1), pe)  # (B, Lt+Li, D)
         n_txt = txt.shape[1]
-        txt_attn, img_attn = out[:, :n_txt], out[:, n_txt:]
-
-        img = img + i_gate1 * self.img_attn.proj(img_attn)
-        img = img + i_gate2 * self.img_mlp(modulate(self.img_norm2(img), i_shift2, i_scale2))
-        txt = txt + t_gate1 * self.txt_attn.proj(txt_attn)
-        txt = txt + t_gate2 * self.txt_mlp(modulate(self.txt_norm2(txt), t_shift2, t_scale2))
+        img = torch.addcmul(img, i_gate1, self.img_attn.proj(out[:, n_txt:]))
+        img = torch.addcmul(img, i_gate2, self.img_mlp(modulate(self.img_norm2(img), i_shift2, i_scale2)))
+        txt = torch.addcmul(txt, t_gate1, self.txt_attn.proj(out[:, :n_txt]))
+        txt = torch.addcmul(txt, t_gate2, self.txt_mlp(modulate(self.txt_norm2(txt), t_shift2, t_scale2)))
         return img, txt
 
 
@@ -135,16 +131,12 @@ class SingleStreamBlock(nn.Module):
         self.pre_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.modulation = Modulation(hidden_size, double=False)
 
-    def forward(self, x: Tensor, vec: Tensor, pe: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, vec: Tensor, pe: Tensor) -> Tensor:
         shift, scale, gate = self.modulation(vec)
-        qkv, mlp = self.linear1(modulate(self.pre_norm(x), shift, scale)).split(
-            (3 * self.hidden_size, self.mlp_hidden), dim=-1
-        )
-        q, k, v = split_qkv(qkv, self.num_heads)
-        q, k = self.norm(q, k, v)
-        attn = attention(q, k, v, pe)  # (B, L, D)
-        out = self.linear2(torch.cat((attn, F.gelu(mlp, approximate="tanh")), dim=-1))
-        return x + gate * out
+        qkv, mlp = fused_in(modulate(self.pre_norm(x), shift, scale), self.linear1, 3 * self.hidden_size)
+        qk, v = split_qkv(qkv, self.num_heads)
+        attn = attention(self.norm(qk), v, pe)  # (B, L, D)
+        return torch.addcmul(x, gate, fused_out(attn, F.gelu(mlp, approximate="tanh"), self.linear2))
 
 
 class Flux(nn.Module):

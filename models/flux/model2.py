@@ -17,6 +17,8 @@ from models.flux.layers import (
     QKNorm,
     attention,
     cat_ids,
+    fused_in,
+    fused_out,
     modulate,
     rope_frequencies,
     split_qkv,
@@ -100,20 +102,19 @@ class DoubleStreamBlock(nn.Module):
         self.txt_mlp = SwiGLUMLP(hidden_size, mlp_hidden)
 
     def forward(
-        self, img: Tensor, txt: Tensor, mod_img: list[Tensor], mod_txt: list[Tensor], pe: tuple[Tensor, Tensor]
+        self, img: Tensor, txt: Tensor, mod_img: list[Tensor], mod_txt: list[Tensor], pe: Tensor
     ) -> tuple[Tensor, Tensor]:
         i_shift1, i_scale1, i_gate1, i_shift2, i_scale2, i_gate2 = mod_img
         t_shift1, t_scale1, t_gate1, t_shift2, t_scale2, t_gate2 = mod_txt
-        iq, ik, iv = split_qkv(self.img_attn.qkv(modulate(self.img_norm1(img), i_shift1, i_scale1)), self.num_heads)
-        iq, ik = self.img_attn.norm(iq, ik, iv)
-        tq, tk, tv = split_qkv(self.txt_attn.qkv(modulate(self.txt_norm1(txt), t_shift1, t_scale1)), self.num_heads)
-        tq, tk = self.txt_attn.norm(tq, tk, tv)
-        out = attention(torch.cat((tq, iq), 2), torch.cat((tk, ik), 2), torch.cat((tv, iv), 2), pe)
+        iqk, iv = split_qkv(self.img_attn.qkv(modulate(self.img_norm1(img), i_shift1, i_scale1)), self.num_heads)
+        tqk, tv = split_qkv(self.txt_attn.qkv(modulate(self.txt_norm1(txt), t_shift1, t_scale1)), self.num_heads)
+        qk = torch.cat((self.txt_attn.norm(tqk), self.img_attn.norm(iqk)), dim=1)  # [txt ; img]
+        out = attention(qk, torch.cat((tv, iv), dim=1), pe)  # (B, Lt+Li, D)
         n_txt = txt.shape[1]
-        img = img + i_gate1 * self.img_attn.proj(out[:, n_txt:])
-        img = img + i_gate2 * self.img_mlp(modulate(self.img_norm2(img), i_shift2, i_scale2))
-        txt = txt + t_gate1 * self.txt_attn.proj(out[:, :n_txt])
-        txt = txt + t_gate2 * self.txt_mlp(modulate(self.txt_norm2(txt), t_shift2, t_scale2))
+        img = torch.addcmul(img, i_gate1, self.img_attn.proj(out[:, n_txt:]))
+        img = torch.addcmul(img, i_gate2, self.img_mlp(modulate(self.img_norm2(img), i_shift2, i_scale2)))
+        txt = torch.addcmul(txt, t_gate1, self.txt_attn.proj(out[:, :n_txt]))
+        txt = torch.addcmul(txt, t_gate2, self.txt_mlp(modulate(self.txt_norm2(txt), t_shift2, t_scale2)))
         return img, txt
 
 
@@ -129,15 +130,12 @@ class SingleStreamBlock(nn.Module):
         self.norm = QKNorm(hidden_size // num_heads)
         self.pre_norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
 
-    def forward(self, x: Tensor, mod: list[Tensor], pe: tuple[Tensor, Tensor]) -> Tensor:
+    def forward(self, x: Tensor, mod: list[Tensor], pe: Tensor) -> Tensor:
         shift, scale, gate = mod
-        qkv, mlp = self.linear1(modulate(self.pre_norm(x), shift, scale)).split(
-            (3 * self.hidden_size, 2 * self.mlp_hidden), dim=-1
-        )
-        q, k, v = split_qkv(qkv, self.num_heads)
-        q, k = self.norm(q, k, v)
-        out = self.linear2(torch.cat((attention(q, k, v, pe), swiglu(mlp)), dim=-1))
-        return x + gate * out
+        qkv, mlp = fused_in(modulate(self.pre_norm(x), shift, scale), self.linear1, 3 * self.hidden_size)
+        qk, v = split_qkv(qkv, self.num_heads)
+        attn = attention(self.norm(qk), v, pe)  # (B, L, D)
+        return torch.addcmul(x, gate, fused_out(attn, swiglu(mlp), self.linear2))
 
 
 class Flux2(nn.Module):
