@@ -122,12 +122,14 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
     idem_hash, fingerprint = _idempotency(idempotency_key, body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     cost = variant.cost(width, height, body.n)
+    now = time.time()
     job = Job(
         id=secrets.token_hex(16),  # 128 random bits: ids are unguessable
         account=caller.account_id, key_id=caller.key.id, variant=variant.name, status=JobStatus.QUEUED,
         prompt=body.prompt, width=width, height=height, steps=steps, guidance=guidance, n=body.n,
         seeds=[seed + i for i in range(body.n)], output_format=body.output_format, cost=cost,
-        reserved=cost if caller.tier.pays_credits else 0, priority=caller.tier.priority, created_at=time.time(),
+        reserved=cost if caller.tier.pays_credits else 0, priority=caller.tier.priority, created_at=now,
+        deadline=now + body.deadline_s if body.deadline_s is not None else None,
     )
     admission = Admission(
         requests_per_minute=caller.tier.requests_per_minute, images_per_day=caller.tier.images_per_day,
