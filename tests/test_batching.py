@@ -67,7 +67,8 @@ def test_scheduler_priority_then_aging() -> None:
     # Only jobs of the chosen key join a batch; the cap counts images.
     scheduler.add([_job(4, 0, now, width=128), _job(5, 0, now, n=3), _job(6, 0, now, n=2)])
     taken = scheduler.take(("schnell", "text-to-image", 64, 64), 4)
-    assert [p.job.id[-1] for p in taken] == ["5"]  # 3 images; job 6's 2 more would exceed 4
+    # Job 1 (still waiting, oldest) and job 5 make 4 images; job 6's 2 more would exceed the cap.
+    assert [p.job.id[-1] for p in taken] == ["1", "5"]
     assert sorted(p.job.id[-1] for p in scheduler.pending) == ["4", "6"]
 
 
