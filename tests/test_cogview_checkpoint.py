@@ -16,6 +16,16 @@ from models.cogview.presets import build_model, build_transformer, get_config, i
 from models.interface import ImageRequest
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared, loaded CPU every parallel
+    # region waits for a busy core: one thread runs these tests ~10x faster there.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _demo_weights(seed: int = 3) -> dict[str, torch.Tensor]:
     torch.manual_seed(seed)
     m = build_transformer(get_config("demo-cogview"), "cpu")

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from models.cogview.config import CogViewConfig, VQVAEConfig
 from models.cogview.sampling import IMAGE, START, TEXT, fill, sample_next, validity_table
 from models.cogview.tasks import caption_prefix, t2i_prefix
 from models.cogview.transformer import CogViewTransformer
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models gain nothing from intra-op threads, and on a shared, loaded CPU every parallel
+    # region waits for a busy core: one thread runs these tests ~10x faster there.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def tiny_model(seed: int = 0) -> CogViewTransformer:
