@@ -94,3 +94,46 @@ def test_generate_uses_cpu_noise_independent_of_global_rng() -> None:
     torch.manual_seed(1234)
     b = pipe.generate_pixels([req("x", 9)])[0]
     assert torch.equal(a, b)  # type: ignore[arg-type]
+
+
+def test_fill_condition_is_masked_latents_then_unshuffled_mask() -> None:
+    from models.flux import sampling
+
+    lat = torch.randn(2, 16, 8, 8)
+    mask = (torch.rand(2, 1, 64, 64) > 0.5).float()
+    cond = sampling.fill_condition(lat, mask, 8)
+    assert cond.shape == (2, 16, 64 + 256)
+    assert torch.equal(cond[..., :64], sampling.pack(lat))
+    assert torch.equal(cond[..., 64:], sampling.pack(torch.nn.functional.pixel_unshuffle(mask, 8)))
+
+
+def _variant(task: str, in_channels: int) -> object:
+    from dataclasses import replace
+
+    from models.flux.presets import get_preset
+
+    p = get_preset("demo-flux1-dev")
+    return replace(p, name=f"test-{task}", task=task, transformer=replace(p.transformer, in_channels=in_channels))
+
+
+def test_fill_task_runs_and_is_batch_independent() -> None:
+    pipe = load_flux_pipeline(_variant("fill", 384), {})  # type: ignore[arg-type]
+    image = Image.new("RGB", (64, 64), (10, 200, 10))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    reqs = [req("fill it", s, images=(image,), mask=mask) for s in (1, 2)]
+    batch = pipe.generate_pixels(reqs)
+    assert batch[0] is not None and batch[0].shape == (3, 64, 64)
+    assert (batch[1] - pipe.generate_pixels(reqs[1:])[0]).abs().max().item() <= 1e-5  # type: ignore[operator]
+    with pytest.raises(ValueError, match="mask"):
+        pipe.generate([req("no mask", 1, images=(image,))])
+
+
+def test_kontext_reference_tokens_condition_and_are_sliced_off() -> None:
+    pipe = load_flux_pipeline(_variant("kontext", 64), {})  # type: ignore[arg-type]
+    red, blue = Image.new("RGB", (64, 64), (220, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 220))
+    a, b = pipe.generate_pixels([req("edit", 1, images=(red,)), req("edit", 1, images=(blue,))])
+    assert a is not None and b is not None and a.shape == (3, 64, 64)
+    assert (a - b).abs().max().item() > 1e-3  # the reference changes the result
+    alone = pipe.generate_pixels([req("edit", 1, images=(blue,))])[0]
+    assert (b - alone).abs().max().item() <= 1e-5  # type: ignore[operator]

@@ -222,7 +222,7 @@ def _seeded(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 def load_flux_pipeline(
-    preset: str,
+    preset: str | FluxPreset,
     checkpoints: Mapping[str, str],
     device: str = "cpu",
     dtype: torch.dtype = torch.float32,
@@ -230,14 +230,15 @@ def load_flux_pipeline(
     """Load a FLUX preset. checkpoints: "transformer", "autoencoder", "text_encoder" -> file or folder.
 
     Demo presets build any missing part with deterministic random weights (fixed seed), an interim
-    until trained demo weights ship. Full-size presets need all three.
+    until trained demo weights ship. Full-size presets need all three. `preset` may also be a
+    FluxPreset object (e.g. a variant of a demo preset being trained).
     """
     from models.flux.checkpoint import load_autoencoder, load_transformer
 
-    p = get_preset(preset)
+    p = get_preset(preset) if isinstance(preset, str) else preset
     missing = [k for k in ("transformer", "autoencoder", "text_encoder") if not checkpoints.get(k)]
     if missing and not p.demo:
-        raise ValueError(f"preset {preset!r} needs checkpoint paths for: {', '.join(missing)}")
+        raise ValueError(f"preset {p.name!r} needs checkpoint paths for: {', '.join(missing)}")
 
     if checkpoints.get("transformer"):
         transformer = load_transformer(checkpoints["transformer"], p, device=device, dtype=dtype)
@@ -251,7 +252,7 @@ def load_flux_pipeline(
     text = _load_text_encoder(p, checkpoints.get("text_encoder"), device, dtype)
     pipe = FluxPipeline(p, transformer, ae, text, device=device, dtype=dtype)  # type: ignore[arg-type]
     if transformer.params.in_channels != _expected_in_channels(pipe):
-        raise ValueError(f"transformer in_channels {transformer.params.in_channels} do not fit preset {preset!r}")
+        raise ValueError(f"transformer in_channels {transformer.params.in_channels} do not fit preset {p.name!r}")
     return pipe
 
 
