@@ -48,8 +48,9 @@ class Proc:
 
 
 def env_for(redis_url: str, **extra: str) -> dict[str, str]:
-    return dict(os.environ, FLUXGATE_REDIS_URL=redis_url, FLUXGATE_CATALOG="demo", PYTHONUNBUFFERED="1",
-                FLUXGATE_WORKER_HEARTBEAT_S="0.5", FLUXGATE_WORKER_HEARTBEAT_TTL_S="2", **extra)
+    defaults = {"FLUXGATE_CATALOG": "demo", "PYTHONUNBUFFERED": "1", "FLUXGATE_WORKER_HEARTBEAT_S": "0.5",
+                "FLUXGATE_WORKER_HEARTBEAT_TTL_S": "2"}
+    return {**os.environ, **defaults, "FLUXGATE_REDIS_URL": redis_url, **extra}
 
 
 def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, message: str = "condition"):  # noqa: ANN001
