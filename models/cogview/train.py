@@ -50,6 +50,8 @@ def train_vqvae(vq: VQVAE, seconds: float, batch: int, lr: float, rng: np.random
     while time.monotonic() - start < seconds:
         pixels, _ = shapes_batch(batch, rng, 8 * vq.cfg.factor)
         x = (pixels - vq.mean) / vq.std
+        if step % 25 == 0:
+            _restart_dead_codes(vq, x, rng, first=step == 0)
         recon, diff = vq(x)
         loss = F.mse_loss(recon, x) + 0.25 * diff
         opt.zero_grad()
@@ -60,6 +62,28 @@ def train_vqvae(vq: VQVAE, seconds: float, batch: int, lr: float, rng: np.random
             used = int((vq.quantize_t.cluster_size > 1e-3).sum())
             log(f"vqvae step {step}: loss {loss.item():.4f}, codes in use {used}")
     vq.eval()
+
+
+@torch.no_grad()
+def _restart_dead_codes(vq: VQVAE, x: torch.Tensor, rng: np.random.Generator, first: bool) -> None:
+    """Seed unused codes with current encoder outputs (all of them at the start).
+
+    A training-recipe choice, not part of CogView's model: with a Xavier-initialised codebook
+    and plain EMA, a small demo collapses onto a dozen codes within a hundred steps.
+    """
+    q = vq.quantize_t
+    z = vq.enc_b(x).permute(0, 2, 3, 1).reshape(-1, q.dim)
+    dead = (
+        torch.ones(q.n_embed, dtype=torch.bool) if first else q.cluster_size < 1e-3 * q.cluster_size.sum() / q.n_embed
+    )
+    n = int(dead.sum())
+    if n == 0:
+        return
+    pick = torch.from_numpy(rng.integers(0, z.shape[0], n))
+    new = z[pick] + 1e-3 * torch.randn(n, q.dim)
+    q.embed[:, dead] = new.t()
+    q.embed_avg[:, dead] = new.t()
+    q.cluster_size[dead] = 1.0
 
 
 def sequences(cfg: CogViewConfig, codes: torch.Tensor, caps: list[str], rng: np.random.Generator) -> torch.Tensor:
@@ -116,7 +140,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     vq = build_vqvae(cfg.vqvae, "cpu")
-    train_vqvae(vq, args.vq_minutes * 60, args.batch, 2e-3, rng, print)
+    train_vqvae(vq, args.vq_minutes * 60, args.batch, 1e-3, rng, print)
     save_file(vq.state_dict(), str(args.out / "vqvae.safetensors"))
     model = build_transformer(cfg, "cpu")
     model.init_weights()
