@@ -65,11 +65,12 @@ class StateTracker:
         self.boi = torch.tensor([cfg.cmd("[BOI1]"), cfg.cmd("[BOI2]")], device=device)
         self.eoi = torch.tensor([cfg.cmd("[EOI1]"), cfg.cmd("[EOI2]")], device=device)
         self.roi2 = cfg.cmd("[ROI2]")
+        boi, eoi = {cfg.cmd("[BOI1]"), cfg.cmd("[BOI2]")}, {cfg.cmd("[EOI1]"), cfg.cmd("[EOI2]")}
         state, pos, reset = [], [], []
         for p in prefixes:
             s = START
             for t in p:
-                s = IMAGE if int(t) in self.boi.tolist() else TEXT if int(t) in self.eoi.tolist() else s
+                s = IMAGE if int(t) in boi else TEXT if int(t) in eoi else s
             state.append(s)
             pos.append(positions_for(p, cfg)[-1] + 1 if len(p) else 0)
             reset.append(self.roi2 in p)
