@@ -7,8 +7,9 @@ and `guidance` of a request do not apply to an autoregressive model and are igno
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 import torch
 from PIL import Image
@@ -17,7 +18,7 @@ from torch import Tensor
 from models.cogview.checkpoint import load_into
 from models.cogview.config import CogViewConfig
 from models.cogview.presets import build_transformer, build_vqvae, get_config
-from models.cogview.sampling import fill
+from models.cogview.sampling import TokenCallback, fill
 from models.cogview.tasks import (
     cap_loss,
     caption_prefix,
@@ -33,6 +34,7 @@ from models.interface import ImageRequest, StepCallback
 
 DEMO_SEED = 20210526  # fixed seed of the interim random demo weights (until a trained demo ships)
 TASKS = ("text-to-image", "super-resolution")
+M = TypeVar("M", bound=torch.nn.Module)
 
 
 class CogViewPipeline:
@@ -106,7 +108,7 @@ class CogViewPipeline:
         if r.task == "super-resolution" and not r.images:
             raise ValueError("a super-resolution request needs request.images[0]")
 
-    def _t2i(self, reqs: Sequence[ImageRequest], on_token) -> list[Image.Image | None]:
+    def _t2i(self, reqs: Sequence[ImageRequest], on_token: TokenCallback | None) -> list[Image.Image | None]:
         prefixes = [t2i_prefix(self.cfg, self.text_ids(r.prompt)) for r in reqs]
         suffix = torch.full((len(reqs), self.cfg.image_tokens), -1, dtype=torch.long)
         gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
@@ -116,7 +118,7 @@ class CogViewPipeline:
         )  # fmt: skip
         return self._decode(codes, stop)
 
-    def _sr(self, reqs: Sequence[ImageRequest], on_token) -> list[Image.Image | None]:
+    def _sr(self, reqs: Sequence[ImageRequest], on_token: TokenCallback | None) -> list[Image.Image | None]:
         g = self.cfg.image_grid
         low = self._codes([r.images[0] for r in reqs]).view(-1, g, g)
         prefixes = [t2i_prefix(self.cfg, self.text_ids(r.prompt)) for r in reqs]
@@ -188,7 +190,7 @@ class CogViewPipeline:
         return rerank_order(torch.tensor(self.score(prompt, images)))
 
 
-def _random(build, device: str | torch.device, dtype: torch.dtype | None):
+def _random(build: Callable[[], M], device: str | torch.device, dtype: torch.dtype | None) -> M:
     # A private RNG stream: the demo weights are the same in every process, and building them
     # does not disturb the caller's global seed.
     with torch.random.fork_rng(devices=[]):

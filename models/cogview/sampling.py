@@ -112,7 +112,9 @@ class Decoder(Protocol):
     def select(self, rows: Tensor) -> None: ...
 
 
-def _left_pad(model: CogViewTransformer, prefixes: Sequence[Sequence[int]], device: torch.device):
+def _left_pad(
+    model: CogViewTransformer, prefixes: Sequence[Sequence[int]], device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
     n = max(len(p) for p in prefixes)
     tok = torch.zeros(len(prefixes), n, dtype=torch.long)
     pos = torch.zeros_like(tok)
