@@ -82,3 +82,28 @@ def test_four_step_run_matches_hand_driven_diffusers() -> None:
         z = sampling.unpack(latents, h, w) / ap.scale_factor + ap.shift_factor
         expected = vae.decode(z).sample
     assert (ours - expected).abs().max().item() <= 1e-5
+
+
+def test_flux2_schedule_matches_diffusers_klein() -> None:
+    diffusers = pytest.importorskip("diffusers")
+    from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+    for seq_len, steps in ((16, 4), (4096, 4), (4096, 50), (6000, 28)):
+        sched = diffusers.FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True)
+        sched.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps), mu=compute_empirical_mu(seq_len, steps))
+        ours = sampling.get_schedule(steps, seq_len, "flux2")
+        assert ours == pytest.approx(sched.sigmas.tolist(), abs=1e-6)
+
+
+def test_true_cfg_at_scale_one_equals_the_conditional_run() -> None:
+    from dataclasses import replace
+
+    from models.flux.presets import get_preset
+
+    base = load_flux_pipeline(replace(get_preset("demo-flux2-klein"), name="klein-base", distilled=False), {})
+    distilled = load_flux_pipeline("demo-flux2-klein", {})
+    r = [ImageRequest(prompt="a square", seed=4, width=64, height=64, steps=3, guidance=1.0)]
+    a, b = base.generate_pixels(r)[0], distilled.generate_pixels(r)[0]
+    assert (a - b).abs().max().item() <= 1e-5  # type: ignore[operator]
+    r2 = [ImageRequest(prompt="a square", seed=4, width=64, height=64, steps=3, guidance=4.0)]
+    assert (base.generate_pixels(r2)[0] - a).abs().max().item() > 1e-4  # type: ignore[operator]
