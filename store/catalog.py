@@ -46,6 +46,8 @@ class Variant(BaseModel):
     price_first_mp: int = 1000
     price_extra_mp: int = 1000
     tiers: tuple[str, ...] = ("free", "paid", "internal")
+    # Queue-depth cap: beyond this many queued jobs, submits get 503 + Retry-After (0 = unlimited).
+    max_queued: int = 1000
 
     @model_validator(mode="after")
     def _check_ranges(self) -> Variant:

@@ -30,11 +30,12 @@ class Admission:
     reserve: int = 0  # milli-credits taken from the balance now, charged or given back at the end
     fingerprint: str = ""  # of the request body, when it carries an Idempotency-Key
     idempotency_key: str = ""  # hash of the Idempotency-Key header
+    max_queued: int = 0  # the variant's queue-depth cap (0 = unlimited): overload answers 503, not a backlog
 
 
 @dataclass(frozen=True)
 class SubmitResult:
-    outcome: str  # ok | idempotent | idempotency_mismatch | rate | concurrency | daily | credits
+    outcome: str  # ok | idempotent | idempotency_mismatch | rate | concurrency | daily | credits | queue_full
     value: str  # queue position | existing job id | retry seconds | limit | balance
 
 
@@ -73,7 +74,7 @@ class JobStore:
                 job.id, event_json(status="queued", created_at=job.created_at),
                 admission.requests_per_minute, minute_left, admission.images_per_day, day_left,
                 admission.concurrent_jobs, job.n, admission.reserve, admission.fingerprint, IDEMPOTENCY_TTL_S,
-                *job.to_fields(),
+                admission.max_queued, *job.to_fields(),
             ],
         )
         return SubmitResult(str(outcome), str(value))

@@ -150,3 +150,18 @@ def test_deadline_expires_unstarted_job_without_charge(service: Service) -> None
     assert job["status"] == "expired" and "deadline" in job["error"] and job["images"] == []
     account = service.api.get("/v1/account", headers=headers).json()
     assert (account["balance"], account["reserved"], account["spent"]) == (1000, 0, 0)
+
+
+def test_poison_job_fails_alone_and_the_worker_stays_up(service: Service) -> None:
+    api = service.api
+    body = {"model": "schnell", "prompt": PROMPT}
+    good = [api.post("/v1/generate", json={**body, "seed": i}).json()["id"] for i in range(3)]
+    poison = api.post("/v1/generate", json={**body, "prompt": "POISON " + PROMPT}).json()["id"]
+    service.worker(variants="schnell", FLUXGATE_WORKER_FAULT_POISON_MARKER="POISON",
+                   FLUXGATE_WORKER_BATCH_WAIT_MS="100")
+    job = finished(api, poison)
+    assert job["status"] == "failed" and "failed 3 times" in job["error"] and "POISON" in job["error"]
+    for job_id in good:  # batched with the poison job, isolated from it
+        assert finished(api, job_id)["status"] == "succeeded"
+    after = api.post("/v1/generate", json=body, headers={"Prefer": "wait=30"})
+    assert after.status_code == 200 and after.json()["status"] == "succeeded"  # the worker is still up

@@ -27,6 +27,7 @@ class Running:
     handles: list[int] = field(default_factory=list)  # session rows (step-level batches)
     results: dict[int, Image.Image] = field(default_factory=dict)
     canceled: bool = False
+    failures: int = 0  # pipeline errors while running it alone (a poison job fails after max attempts)
     joined: float = field(default_factory=time.monotonic)
 
 
@@ -65,9 +66,10 @@ class Batch:
 
     def shed(self, cap: int) -> list[Running]:
         """After an OOM: the newest jobs leave until at most `cap` images remain (at least one job
-        stays). They start over from their noise elsewhere; their results are unchanged by it."""
+        stays, unless cap is 0: all leave). They start over from their noise elsewhere; their
+        results are unchanged by it."""
         shed: list[Running] = []
-        while len(self.jobs) > 1 and self.images > cap:
+        while self.jobs and self.images > cap and (len(self.jobs) > 1 or cap == 0):
             running = self.jobs.pop()
             self.session.drop(running.handles)
             running.handles, running.results = [], {}

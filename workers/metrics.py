@@ -37,6 +37,9 @@ class WorkerMetrics:
     def queue_wait(self, variant: str, seconds: float) -> None:
         self._add(variant, queue_wait_seconds_sum=max(0.0, seconds), started_jobs=1)
 
+    def failure(self, variant: str) -> None:
+        self._add(variant, failed_jobs=1)
+
     def oom(self, variant: str) -> None:
         self._add(variant, oom_errors=1)
 

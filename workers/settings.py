@@ -24,6 +24,8 @@ class WorkerSettings(CommonSettings):
     worker_aging_per_s: float = 1.0
     # Fault injection (tests, drills): raise an out-of-memory error for batches above this size.
     worker_fault_oom_above: int = 0
+    # Fault injection: the pipeline raises for prompts containing this marker (a poison job).
+    worker_fault_poison_marker: str = ""
     # How long a batch may wait for more jobs to fill it after the first arrives.
     worker_batch_wait_ms: int = 15
     # Progress events are written at most this often per job.

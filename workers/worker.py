@@ -73,6 +73,9 @@ class Worker:
                     # lost: unacked entries stay pending and are redelivered.
                     log.warning("redis unavailable (%s); retrying", err)
                     self.stop.wait(1.0)
+                except Exception:  # a bug must not take the worker down; its jobs stay pending
+                    log.exception("unexpected error in the worker loop")
+                    self.stop.wait(1.0)
         finally:
             try:
                 self.queue.retire()
@@ -170,22 +173,38 @@ class Worker:
         reporter = _ProgressReporter(self.queue, batch, self.settings.worker_progress_interval_s)
         started = time.monotonic()
         try:
-            self._check_fault(len(requests))
+            self._check_fault(len(requests), [r.prompt for r in requests])
             images = pipeline.generate(requests, reporter)
         except OOM_ERRORS as err:
             self._out_of_memory(key, batch, len(requests), err)
             return
-        except Exception as err:  # a pipeline bug must fail its jobs, not kill the worker
-            log.exception("batch of %d jobs failed", len(batch))
-            for running in batch:
-                self.queue.finish(running.delivery, running.job, JobStatus.FAILED,
-                                  error=f"generation failed: {type(err).__name__}: {err}")
+        except Exception as err:  # a pipeline error must fail its job, not kill the worker
+            self._isolate_failure(key, batch, err)
             return
         elapsed = time.monotonic() - started
         self.metrics.batch(key[0], len(requests), elapsed, max(r.steps for r in requests))
         for running in batch:
             outputs = [images[i] for i in running.indices]
             self._complete(running, outputs, elapsed)
+
+    def _isolate_failure(self, key: tuple, batch: list[Running], err: Exception) -> None:
+        """A batch raised: run its jobs one by one so only a poison job fails; a lone job is tried
+        up to worker_max_attempts times (transient errors pass), then fails with the error."""
+        if len(batch) > 1:
+            log.warning("batch of %d jobs raised %s; running them one by one", len(batch), type(err).__name__)
+            for running in batch:
+                self._run_whole(key, [running])
+            return
+        running = batch[0]
+        running.failures += 1
+        log.warning("job %s failed (%d/%d): %s", running.job.id, running.failures,
+                    self.settings.worker_max_attempts, err)
+        if running.failures < self.settings.worker_max_attempts:
+            self._run_whole(key, batch)
+            return
+        self.metrics.failure(key[0])
+        self.queue.finish(running.delivery, running.job, JobStatus.FAILED,
+                          error=f"generation failed {running.failures} times: {type(err).__name__}: {err}")
 
     def _out_of_memory(self, key: tuple, batch: list[Running], size: int, err: BaseException) -> None:
         """Free memory, lower this key's cap to half the failed size, and run the same jobs again in
@@ -220,11 +239,15 @@ class Worker:
                 return
         self._complete(running, images, time.monotonic() - started)
 
-    def _check_fault(self, images: int) -> None:
-        """Fault injection for tests and drills: an OOM above a batch size, on any device."""
+    def _check_fault(self, images: int, prompts: list[str] = ()) -> None:  # type: ignore[assignment]
+        """Fault injection for tests and drills: an OOM above a batch size, and a pipeline error for a
+        prompt containing a marker (a poison job), on any device."""
         limit = self.settings.worker_fault_oom_above
         if limit and images > limit:
             raise MemoryError(f"injected out-of-memory: {images} images > {limit}")
+        marker = self.settings.worker_fault_poison_marker
+        if marker and any(marker in p for p in prompts):
+            raise RuntimeError(f"injected pipeline failure for a prompt containing {marker!r}")
 
     # -- step-level batching ------------------------------------------------------------------
     def _join(self, batch: list[Running]) -> None:
@@ -240,11 +263,16 @@ class Worker:
         if room > 0 and self.scheduler.next_key() == session.key:
             self._join(self._start(self.scheduler.take(session.key, room)))
         try:
-            self._check_fault(session.images)
+            self._check_fault(session.images, [r.job.prompt for r in session.jobs])
             started = time.monotonic()
             finished = session.step()
             self.metrics.step(session.key[0], session.images, time.monotonic() - started)
-        except OOM_ERRORS as err:
+        except OOM_ERRORS + (Exception,) as err:
+            if not isinstance(err, OOM_ERRORS):
+                # Not memory: rerun the session's jobs from scratch, one by one, so only a poison job fails.
+                self.session = None
+                self._isolate_failure(session.key, session.shed(0) + session.jobs, err)
+                return
             cap = self.memory.lower(session.key, session.images)
             log.warning("out of memory at %d images in a session (%s); cap lowered to %d", session.images, err, cap)
             self.metrics.oom(session.key[0])

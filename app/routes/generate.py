@@ -94,6 +94,9 @@ def _refusal(result: SubmitResult, caller: Caller, job: Job) -> HTTPException:
     if result.outcome == "credits":
         return HTTPException(402, f"insufficient credits: this request costs {job.reserved} milli-credits and "
                                   f"the balance is {result.value}")
+    if result.outcome == "queue_full":
+        return HTTPException(503, f"{job.variant} is overloaded: {result.value} jobs are queued; retry shortly",
+                             headers={"Retry-After": "5"})
     if result.outcome == "idempotency_mismatch":
         return _invalid("Idempotency-Key", "this Idempotency-Key was used with a different request body; "
                                            "use a new key for a new request")
@@ -134,7 +137,7 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
     admission = Admission(
         requests_per_minute=caller.tier.requests_per_minute, images_per_day=caller.tier.images_per_day,
         concurrent_jobs=caller.tier.concurrent_jobs, reserve=job.reserved, fingerprint=fingerprint,
-        idempotency_key=idem_hash,
+        idempotency_key=idem_hash, max_queued=variant.max_queued,
     )
     result = await store.submit(job, admission)
     if result.outcome == "idempotent":

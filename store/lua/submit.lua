@@ -6,9 +6,11 @@
 -- ARGV: 1 job id, 2 queued-event JSON, 3 requests/minute (0 = unlimited), 4 seconds left in the
 --       rate window, 5 images/day (0 = unlimited), 6 seconds left in the day, 7 concurrent jobs
 --       (0 = unlimited), 8 images in this job, 9 milli-credits to reserve, 10 request fingerprint
---       ('' = no Idempotency-Key), 11 idempotency record TTL, 12.. the job record (field, value)
+--       ('' = no Idempotency-Key), 11 idempotency record TTL, 12 most queued jobs for the variant
+--       (0 = unlimited), 13.. the job record (field, value)
 -- Returns {status, value}: {'ok', queue position} | {'idempotent', job id} | {'idempotency_mismatch', ''}
 --   | {'rate', retry seconds} | {'concurrency', limit} | {'daily', retry seconds} | {'credits', balance}
+--   | {'queue_full', queued}
 local fingerprint = ARGV[10]
 if fingerprint ~= '' then
   local previous = redis.call('HMGET', KEYS[9], 'fingerprint', 'job')
@@ -18,6 +20,12 @@ if fingerprint ~= '' then
     end
     return {'idempotency_mismatch', ''}
   end
+end
+-- Overload protection first: a full queue refuses before anything is counted against the caller.
+local max_queued = tonumber(ARGV[12])
+local queued = tonumber(redis.call('GET', KEYS[4]) or '0')
+if max_queued > 0 and queued >= max_queued then
+  return {'queue_full', tostring(queued)}
 end
 local rpm = tonumber(ARGV[3])
 if rpm > 0 and tonumber(redis.call('GET', KEYS[6]) or '0') >= rpm then
@@ -53,7 +61,7 @@ if cost > 0 then
   redis.call('HINCRBY', KEYS[5], 'balance', -cost)
   redis.call('HINCRBY', KEYS[5], 'reserved', cost)
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 12))
+redis.call('HSET', KEYS[1], unpack(ARGV, 13))
 redis.call('HSET', KEYS[1], 'reserved', cost)
 local position = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], 'queue_position', position)
