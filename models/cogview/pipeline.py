@@ -214,8 +214,9 @@ def load_cogview_pipeline(
     if dtype == torch.float16:
         cfg = replace(cfg, pb_relax=True)  # fp16 overflows without it (spec §1.3)
     demo = preset.startswith("demo")
-    missing = [k for k in ("transformer", "vqvae") if k not in checkpoints]
-    if missing and not demo:
+    needed = ("transformer", "vqvae") + (("tokenizer",) if cfg.text_tokenizer == "sentencepiece" else ())
+    missing = [k for k in needed if k not in checkpoints]
+    if missing and not demo:  # checked before minutes of loading a 4B checkpoint, not after
         raise ValueError(f"CogView preset {preset!r} needs checkpoints {missing}")
 
     def transformer(key: str) -> CogViewTransformer | None:
