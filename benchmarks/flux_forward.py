@@ -106,8 +106,10 @@ def _peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def peak_memory(which: str, device: str, dtype_name: str, queue: mp.Queue) -> None:
+def peak_memory(which: str, device: str, dtype_name: str, threads: int, queue: mp.Queue) -> None:
     """In a fresh process: extra memory at the peak of one forward, over the loaded model."""
+    if threads:
+        torch.set_num_threads(threads)
     dtype = getattr(torch, dtype_name)
     model = build(which, device, dtype)
     x = inputs(device, dtype)
@@ -154,7 +156,7 @@ def main() -> None:
     mem = {}
     for w in models:
         q: mp.Queue = ctx.Queue()
-        p = ctx.Process(target=peak_memory, args=(w, args.device, args.dtype, q))
+        p = ctx.Process(target=peak_memory, args=(w, args.device, args.dtype, args.threads, q))
         p.start()
         mem[w] = q.get()
         p.join()
