@@ -46,10 +46,10 @@ def _random_init(module: torch.nn.Module, seed: int) -> None:
 def build(tp: FluxParams, ap: AutoEncoderParams, device: str, dtype: torch.dtype):  # type: ignore[no-untyped-def]
     from diffusers import AutoencoderKL, FluxTransformer2DModel
 
-    with torch.device("meta"):
-        ours, ae = Flux(tp), AutoEncoder(ap)
-    ours.to_empty(device=device).to(dtype)
-    ae.to_empty(device=device).to(dtype)
+    with torch.device("meta"):  # cast on meta, so the device only ever holds the bf16 weights
+        ours, ae = Flux(tp).to(dtype), AutoEncoder(ap).to(dtype)
+    ours.to_empty(device=device)
+    ae.to_empty(device=device)
     _random_init(ours, 0)
     _random_init(ae, 1)
     with torch.device("meta"):
