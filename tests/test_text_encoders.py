@@ -110,3 +110,28 @@ def test_demo_encoder_bytes_shapes_and_round_trip(tmp_path: Path) -> None:
     enc.train()
     enc(tokenize(["x"], 16)).tokens.sum().backward()
     assert enc.token_embedding.weight.grad is not None
+
+
+MISTRAL_TEMPLATE = (
+    "<s>{% for m in messages %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT] {{ m['content'][0]['text'] }} "
+    "[/SYSTEM_PROMPT] {% else %}[INST] {{ m['content'][0]['text'] }} [/INST]{% endif %}{% endfor %}"
+)
+
+
+def test_mistral_style_encoder_uses_system_turn_and_layers(tmp_path: Path) -> None:
+    from transformers import MistralConfig, MistralModel
+
+    from models.text.hf import MISTRAL_SYSTEM_MESSAGE, load_text_encoder
+
+    torch.manual_seed(0)
+    words = [*WORDS, "<s>", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[INST]", "[/INST]",
+             *MISTRAL_SYSTEM_MESSAGE.split()]
+    MistralModel(MistralConfig(vocab_size=len(words) + 3, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=8,
+                               pad_token_id=0)).save_pretrained(tmp_path)
+    _tokenizer(tmp_path, {"pad_token": "<pad>", "unk_token": "<unk>", "eos_token": "</s>"}, MISTRAL_TEMPLATE, words)
+    enc = load_text_encoder("mistral", tmp_path, max_length=64, layers=(1, 2, 3))
+    text = enc._template("a red circle")
+    assert text.startswith("<s>[SYSTEM_PROMPT] You are an AI") and text.endswith("[INST] a red circle [/INST]")
+    out = enc.encode(["a red circle"])
+    assert out.tokens.shape == (1, 64, 96)

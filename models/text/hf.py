@@ -5,6 +5,7 @@
 - FLUX.2 klein: Qwen3, one user turn through the chat template with the generation prompt and
   thinking disabled, padded to 512 with the attention mask; hidden states of layers 9, 18, 27
   concatenated per token, layer-major: "b c l d -> b l (c d)" (spec §10.5).
+- FLUX.2-dev: Mistral 3 Small, system + user turns, layers 10, 20, 30 (same stacking).
 
 A folder may be a diffusers model repository (text_encoder[_2]/, tokenizer[_2]/) or hold the
 model and tokenizer files directly. `transformers` is imported lazily: it is an optional extra.
@@ -57,26 +58,49 @@ class T5ClipEncoder:
         return TextEmbeddings(tokens=tokens, pooled=pooled)
 
 
-class ChatHiddenStatesEncoder:
-    """FLUX.2 text conditioning from a chat LLM's intermediate hidden states (Qwen3 for klein)."""
+# FLUX.2-dev's system turn (BFL flux2 system_messages.py; the newline is part of it).
+MISTRAL_SYSTEM_MESSAGE = (
+    "You are an AI that reasons about image descriptions. You give structured responses focusing on object "
+    "relationships, object\nattribution and actions without speculation."
+)
 
-    def __init__(self, model: Any, tokenizer: Any, layers: Sequence[int], max_length: int, device: torch.device):
+
+class ChatHiddenStatesEncoder:
+    """FLUX.2 text conditioning from a chat LLM's intermediate hidden states.
+
+    Qwen3 (klein): one user turn, generation prompt on, thinking off. Mistral 3 (FLUX.2-dev): a
+    system turn then the user turn, content as typed parts, no generation prompt (spec §10.5).
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, layers: Sequence[int], max_length: int, device: torch.device,
+                 system_message: str | None = None, templater: Any = None):
         self.model, self.tokenizer = model, tokenizer
+        self.templater = templater if templater is not None else tokenizer  # a processor may hold the template
         self.layers = tuple(layers)
         self.max_length = max_length
         self.device = device
+        self.system_message = system_message
 
     def _template(self, prompt: str) -> str:
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
-                                                  enable_thinking=False)
+        if self.system_message is None:
+            messages = [{"role": "user", "content": prompt}]
+            return self.templater.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                                      enable_thinking=False)
+        messages = [
+            {"role": "system", "content": [{"type": "text", "text": self.system_message}]},
+            {"role": "user", "content": [{"type": "text", "text": prompt}]},
+        ]
+        return self.templater.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
 
     @torch.inference_mode()
     def encode(self, prompts: Sequence[str]) -> TextEmbeddings:
         texts = [self._template(p) for p in prompts]
+        # The rendered template already holds BOS and the control tokens.
+        kw = {"add_special_tokens": False} if self.system_message is not None else {}
         batch = self.tokenizer(texts, padding="max_length", max_length=self.max_length, truncation=True,
-                               return_tensors="pt")
-        out = self.model(input_ids=batch.input_ids.to(self.device), attention_mask=batch.attention_mask.to(self.device),
+                               return_tensors="pt", **kw)
+        out = self.model(input_ids=batch["input_ids"].to(self.device),
+                         attention_mask=batch["attention_mask"].to(self.device),
                          output_hidden_states=True, use_cache=False)
         stacked = torch.stack([out.hidden_states[k] for k in self.layers], dim=1)  # (B, C, L, D)
         return TextEmbeddings(tokens=rearrange(stacked, "b c l d -> b l (c d)"), pooled=None)
@@ -108,4 +132,22 @@ def load_text_encoder(kind: str, path: str | Path, max_length: int, layers: Sequ
         model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
         tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir(root, model_dir, ("tokenizer",)))
         return ChatHiddenStatesEncoder(model, tokenizer, layers, max_length, dev)
-    raise NotImplementedError(f"text encoder kind {kind!r} is not implemented (FLUX.2-dev's Mistral encoder is not)")
+    if kind == "mistral":
+        # Untested against the real 24B checkpoint (not available here); follows diffusers'
+        # Flux2Pipeline._get_mistral_3_small_prompt_embeds.
+        model_dir = _first_dir(root, ("text_encoder", ""))
+        if model_dir is None:
+            raise FileNotFoundError(f"{root}: expected a Mistral 3 model folder (config.json) or text_encoder/")
+        model = AutoModel.from_pretrained(model_dir, dtype=dtype).to(dev).eval()
+        tok_dir = _tokenizer_dir(root, model_dir, ("tokenizer",))
+        templater: Any = None
+        try:  # Mistral 3 keeps its chat template with the processor
+            from transformers import AutoProcessor
+
+            proc = AutoProcessor.from_pretrained(tok_dir)
+            tokenizer, templater = getattr(proc, "tokenizer", proc), proc
+        except (OSError, ValueError, TypeError):
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+        return ChatHiddenStatesEncoder(model, tokenizer, layers, max_length, dev,
+                                       system_message=MISTRAL_SYSTEM_MESSAGE, templater=templater)
+    raise NotImplementedError(f"text encoder kind {kind!r} is not implemented")
