@@ -135,3 +135,29 @@ def test_mistral_style_encoder_uses_system_turn_and_layers(tmp_path: Path) -> No
     assert text.startswith("<s>[SYSTEM_PROMPT] You are an AI") and text.endswith("[INST] a red circle [/INST]")
     out = enc.encode(["a red circle"])
     assert out.tokens.shape == (1, 64, 96)
+
+
+def test_full_style_preset_loads_all_three_parts_from_disk(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from models.flux.autoencoder import build_autoencoder
+    from models.flux.pipeline import load_flux_pipeline
+    from models.flux.presets import TextSpec, build_transformer, get_preset
+    from models.interface import ImageRequest
+
+    demo = get_preset("demo-flux1-dev")
+    preset = replace(demo, name="tiny-t5-clip", demo=False, text=TextSpec("t5-clip", 16),
+                     transformer=replace(demo.transformer, context_in_dim=32, vec_in_dim=24))
+    _t5_clip_repo(tmp_path / "text")
+    torch.manual_seed(0)
+    save_file(build_transformer(preset.transformer, "cpu").state_dict(), str(tmp_path / "t.safetensors"))
+    save_file(build_autoencoder(preset.autoencoder).state_dict(), str(tmp_path / "ae.safetensors"))
+    ckpt = {"transformer": str(tmp_path / "t.safetensors"), "autoencoder": str(tmp_path / "ae.safetensors"),
+            "text_encoder": str(tmp_path / "text")}
+    pipe = load_flux_pipeline(preset, ckpt)
+    out = pipe.generate([ImageRequest(prompt="a red circle", seed=1, width=32, height=32, steps=2, guidance=3.5)])
+    assert out[0] is not None and out[0].size == (32, 32)
+    with pytest.raises(ValueError, match="text_encoder"):
+        load_flux_pipeline(preset, {k: v for k, v in ckpt.items() if k != "text_encoder"})
