@@ -78,8 +78,9 @@ def test_reference_images_run_on_flux2_and_kontext_style_flux1() -> None:
 
 def test_non_rgb_sizes_round_down_to_the_token_grid() -> None:
     pipe = load_flux_pipeline("demo-flux1-schnell", {})
-    r = ImageRequest(prompt="x", seed=1, width=72, height=40, steps=2, guidance=0.0)
-    assert pipe.generate([r])[0].size == (64, 32)  # type: ignore[union-attr]
+    px = pipe.token_px  # pixels per token side: 16 for the published models
+    r = ImageRequest(prompt="x", seed=1, width=4 * px + px // 2, height=2 * px + 3, steps=2, guidance=0.0)
+    assert pipe.generate([r])[0].size == (4 * px, 2 * px)  # type: ignore[union-attr]
 
 
 def test_full_presets_need_checkpoints() -> None:
@@ -107,17 +108,20 @@ def test_fill_condition_is_masked_latents_then_unshuffled_mask() -> None:
     assert torch.equal(cond[..., 64:], sampling.pack(torch.nn.functional.pixel_unshuffle(mask, 8)))
 
 
-def _variant(task: str, in_channels: int) -> object:
+def _variant(task: str) -> object:
+    """demo-flux1-dev as a Fill or Kontext model; Fill adds masked latents + the unshuffled mask."""
     from dataclasses import replace
 
     from models.flux.presets import get_preset
 
     p = get_preset("demo-flux1-dev")
+    packed = 4 * p.autoencoder.z_channels
+    in_channels = 2 * packed + 4 * p.autoencoder.downsample**2 if task == "fill" else packed
     return replace(p, name=f"test-{task}", task=task, transformer=replace(p.transformer, in_channels=in_channels))
 
 
 def test_fill_task_runs_and_is_batch_independent() -> None:
-    pipe = load_flux_pipeline(_variant("fill", 384), {})  # type: ignore[arg-type]
+    pipe = load_flux_pipeline(_variant("fill"), {})  # type: ignore[arg-type]
     image = Image.new("RGB", (64, 64), (10, 200, 10))
     mask = Image.new("L", (64, 64), 0)
     mask.paste(255, (16, 16, 48, 48))
@@ -130,7 +134,7 @@ def test_fill_task_runs_and_is_batch_independent() -> None:
 
 
 def test_kontext_reference_tokens_condition_and_are_sliced_off() -> None:
-    pipe = load_flux_pipeline(_variant("kontext", 64), {})  # type: ignore[arg-type]
+    pipe = load_flux_pipeline(_variant("kontext"), {})  # type: ignore[arg-type]
     red, blue = Image.new("RGB", (64, 64), (220, 0, 0)), Image.new("RGB", (64, 64), (0, 0, 220))
     a, b = pipe.generate_pixels([req("edit", 1, images=(red,)), req("edit", 1, images=(blue,))])
     assert a is not None and b is not None and a.shape == (3, 64, 64)

@@ -64,7 +64,7 @@ def test_four_step_run_matches_hand_driven_diffusers() -> None:
     ours = torch.stack(pipe.generate_pixels(reqs))  # type: ignore[arg-type]
 
     # Hand-driven diffusers loop from the same noise and the same text features.
-    h = w = 64 // 16
+    h = w = 64 // pipe.token_px  # token grid
     emb = pipe.text_encoder.encode([r.prompt for r in reqs])
     latents = sampling.pack(sampling.make_noise([r.seed for r in reqs], (16, 2 * h, 2 * w)))
     img_ids = sampling.image_ids(h, w, 3)[0]
