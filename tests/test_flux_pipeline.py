@@ -141,3 +141,10 @@ def test_kontext_reference_tokens_condition_and_are_sliced_off() -> None:
     assert (a - b).abs().max().item() > 1e-3  # the reference changes the result
     alone = pipe.generate_pixels([req("edit", 1, images=(blue,))])[0]
     assert (b - alone).abs().max().item() <= 1e-5  # type: ignore[operator]
+
+
+def test_bfloat16_pipeline_runs() -> None:
+    pipe = load_flux_pipeline("demo-flux2-klein", {}, dtype=torch.bfloat16)
+    assert next(pipe.transformer.parameters()).dtype == torch.bfloat16
+    px = pipe.generate_pixels([req("a", 1)])[0]
+    assert px is not None and torch.isfinite(px).all()

@@ -192,7 +192,14 @@ def load_transformer(
     if detect_layout(state) == "diffusers":
         state = transformer_diffusers_to_bfl(state, preset.arch)
     model = build_transformer(preset.transformer, "meta")
-    _assign(model, state, str(path), f"the {preset.name} transformer")
+    try:
+        _assign(model, state, str(path), f"the {preset.name} transformer")
+    except CheckpointError as err:
+        guess = detect_transformer_variant({k: tuple(v.shape) for k, v in state.items()})
+        if guess and guess != preset.name:
+            raise CheckpointError(str(path), f"the {preset.name} transformer (it looks like {guess})",
+                                  err.mismatch) from None
+        raise
     return model.eval()
 
 

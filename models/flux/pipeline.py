@@ -86,6 +86,10 @@ class FluxPipeline:
     def generate(
         self, requests: Sequence[ImageRequest], on_step: StepCallback | None = None
     ) -> list[Image.Image | None]:
+        """One image per request (None for requests on_step stopped). All requests share width,
+        height and task; each keeps its own prompt, seed, steps and guidance. on_step(step, total)
+        runs after every denoising step, with total = the largest step count in the batch (a
+        request with fewer steps finishes early and leaves the batch)."""
         pixels = self.generate_pixels(requests, on_step)
         alive = [i for i, p in enumerate(pixels) if p is not None]
         results: list[Image.Image | None] = [None] * len(pixels)
