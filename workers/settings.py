@@ -26,6 +26,9 @@ class WorkerSettings(CommonSettings):
     worker_fault_oom_above: int = 0
     # Fault injection: the pipeline raises for prompts containing this marker (a poison job).
     worker_fault_poison_marker: str = ""
+    # Fault injection: the worker process exits at once (os._exit, like a segfault in a CUDA kernel)
+    # when a batch holds a prompt containing this marker.
+    worker_fault_crash_marker: str = ""
     # How long a batch may wait for more jobs to fill it after the first arrives.
     worker_batch_wait_ms: int = 15
     # Progress events are written at most this often per job.

@@ -127,6 +127,9 @@ async def export_usage(
 ) -> StreamingResponse:
     """The usage ledger from a cursor, oldest first, one event per succeeded job. Each event carries
     its `cursor`; pass the last one back to continue (also in the `Next-Cursor` header)."""
+    if any(int(part) >= 2**64 for part in cursor.split("-")):  # Redis stream ids are two u64s
+        raise HTTPException(422, [{"loc": ["query", "cursor"], "type": "value_error",
+                                   "msg": "cursor is not a ledger id (each part must be below 2**64)"}])
     events = await accounts.export(cursor, limit)
     next_cursor = events[-1].id if events else cursor
 

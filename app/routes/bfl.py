@@ -120,7 +120,8 @@ async def delivery(request: Request, store: Store, job_id: str = Path(pattern=r"
                    index: int = Path(ge=0, le=15), exp: int = Query(), sig: str = Query(max_length=64)) -> Response:
     """A result image by signed URL (no key): the URL itself is the credential, valid until `exp`."""
     expected = _signature(await _delivery_secret(request, store), job_id, index, exp)
-    if not hmac.compare_digest(expected, sig) or exp < time.time():
+    # Compared as bytes: compare_digest raises on non-ASCII str (a 500 for a forged ?sig=é).
+    if not hmac.compare_digest(expected.encode(), sig.encode()) or exp < time.time():
         raise HTTPException(403, "this delivery URL is invalid or has expired; fetch a fresh one")
     job = await store.get(job_id)
     data = await store.image(job_id, index) if job is not None else None

@@ -15,7 +15,8 @@ async def summarize(accounts: AccountStore, account_id: str, start: datetime | N
     start_s = start.timestamp() if start else end_s - 30 * 86400
     groups: dict[str, UsageGroup] = {}
     total = UsageGroup(group="total", jobs=0, images=0, megapixels=0.0, credits=0)
-    async for event in accounts.usage(account_id, int(start_s * 1000), int(end_s * 1000)):
+    # Stream ids are unsigned: a time before 1970 (from=1900-01-01) would be an invalid id, a 500.
+    async for event in accounts.usage(account_id, max(0, int(start_s * 1000)), max(0, int(end_s * 1000))):
         fields = event.fields
         if group_by == "variant":
             name = fields["variant"]
