@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 
 import redis.exceptions
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from app.auth import QuotaHeadersMiddleware
+from app.limits import BodySizeLimitMiddleware, invalid_request
 from app.logging import configure_logging
 from app.metrics import Metrics, ObservabilityMiddleware
 from app.metrics import router as metrics_router
@@ -42,6 +44,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     app.state.catalog = catalog
     app.state.tiers = load_tiers(settings.tiers or None)
     app.add_middleware(QuotaHeadersMiddleware)
+    app.add_middleware(BodySizeLimitMiddleware)  # 413 before a body over the limit is read
+    app.add_exception_handler(RequestValidationError, invalid_request)  # type: ignore[arg-type]
     configure_logging()
     app.state.metrics = Metrics()
     # Outermost, so it times and counts everything, errors included.

@@ -69,6 +69,10 @@ class WorkQueue:
         deliveries = self._parse(reply)
         return deliveries or (self.read(count, block_ms) if backlog else [])
 
+    def reread_pending(self) -> None:
+        """Read this consumer's own pending entries again on the next read (after losing local state)."""
+        self._backlog_done = False
+
     def _parse(self, reply: list) -> list[Delivery]:
         out = []
         for stream, entries in reply or []:

@@ -72,6 +72,7 @@ class Worker:
                     # Redis restarting or unreachable: keep the loop, retry after a pause. Nothing is
                     # lost: unacked entries stay pending and are redelivered.
                     log.warning("redis unavailable (%s); retrying", err)
+                    self._forget_local_work()
                     self.stop.wait(1.0)
                 except Exception:  # a bug must not take the worker down; its jobs stay pending
                     log.exception("unexpected error in the worker loop")
@@ -81,6 +82,14 @@ class Worker:
                 self.queue.retire()
             except redis.ConnectionError:
                 pass
+
+    def _forget_local_work(self) -> None:
+        """After a Redis error mid-batch, the jobs this worker had taken (a batch, a session, read-ahead
+        entries) stay pending under its own consumer name, where reclaim (dead consumers only) never
+        looks: drop them locally and read the own pending list again, so they run once Redis is back."""
+        self.session = None
+        self.scheduler.pending.clear()
+        self.queue.reread_pending()
 
     def _wait_for_redis(self) -> None:
         while not self.stop.is_set():
@@ -178,6 +187,8 @@ class Worker:
         except OOM_ERRORS as err:
             self._out_of_memory(key, batch, len(requests), err)
             return
+        except redis.ConnectionError:
+            raise  # Redis, not the job, failed (a progress write): the loop waits for it, the job is kept
         except Exception as err:  # a pipeline error must fail its job, not kill the worker
             self._isolate_failure(key, batch, err)
             return
@@ -248,6 +259,10 @@ class Worker:
         marker = self.settings.worker_fault_poison_marker
         if marker and any(marker in p for p in prompts):
             raise RuntimeError(f"injected pipeline failure for a prompt containing {marker!r}")
+        crash = self.settings.worker_fault_crash_marker
+        if crash and any(crash in p for p in prompts):
+            log.error("injected crash for a prompt containing %r: exiting the process", crash)
+            os._exit(70)  # no cleanup, no ack: exactly what a native crash leaves behind
 
     # -- step-level batching ------------------------------------------------------------------
     def _join(self, batch: list[Running]) -> None:
@@ -268,6 +283,8 @@ class Worker:
             finished = session.step()
             self.metrics.step(session.key[0], session.images, time.monotonic() - started)
         except OOM_ERRORS + (Exception,) as err:
+            if isinstance(err, redis.ConnectionError):
+                raise  # Redis, not the job, failed: see _forget_local_work
             if not isinstance(err, OOM_ERRORS):
                 # Not memory: rerun the session's jobs from scratch, one by one, so only a poison job fails.
                 self.session = None
