@@ -21,6 +21,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--catalog", default="demo", help="catalog name or TOML path (default demo)")
     parser.add_argument("--device", default="cpu", help="torch device for the worker (default cpu)")
     parser.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (default: a free one)")
+    # everysec: a power cut may lose about the last second of writes; always: nothing, at a latency cost.
+    parser.add_argument("--appendfsync", choices=["everysec", "always"], default="everysec",
+                        help="embedded Redis AOF fsync policy (default everysec)")
 
 
 def _child(command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     from store.embedded import EmbeddedRedis
 
     data_dir = Path(args.data_dir)
-    redis_server = EmbeddedRedis(data_dir / "redis", port=args.redis_port or None).start()
+    redis_server = EmbeddedRedis(data_dir / "redis", port=args.redis_port or None,
+                                 appendfsync=args.appendfsync).start()
     env = dict(os.environ, FLUXGATE_REDIS_URL=redis_server.url, FLUXGATE_CATALOG=args.catalog,
                FLUXGATE_DEVICE=args.device, PYTHONUNBUFFERED="1")
     keys = _ensure_keys(redis_server.url, data_dir / "keys.json")
