@@ -54,13 +54,13 @@ def test_gateway_killed_mid_burst_every_accepted_job_completes(service: Service,
                 assert r.status_code == 202, r.text  # an internal key has no limits: only 202 is right
                 with lock:
                     accepted.append(r.json()["id"])
-                    if len(accepted) >= 40:
+                    if len(accepted) >= 24:  # enough to show the property; more only costs CPU time
                         enough.set()
 
     try:
         with ThreadPoolExecutor(16) as pool:
             futures = [pool.submit(submitter, s) for s in range(16)]
-            assert enough.wait(40), "the burst did not reach 40 accepted jobs"
+            assert enough.wait(40), "the burst did not reach 24 accepted jobs"
             service.gateway.kill()  # kill -9 with 16 requests in flight
             for f in futures:
                 f.result()
