@@ -15,7 +15,7 @@ from app.limits import BodySizeLimitMiddleware, invalid_request
 from app.logging import configure_logging
 from app.metrics import Metrics, ObservabilityMiddleware
 from app.metrics import router as metrics_router
-from app.routes import account, admin, bfl, generate, health, jobs, models, openai, playground
+from app.routes import account, admin, bfl, generate, health, jobs, models, openai, playground, tasks
 from app.settings import GatewaySettings
 from store.accounts import AccountStore
 from store.catalog import load_catalog
@@ -60,7 +60,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             status_code=503, headers={"Retry-After": "2"},
         )
 
-    for module in (generate, jobs, models, account, admin, health, openai, playground):
+    for module in (generate, tasks, jobs, models, account, admin, health, openai, playground):
         app.include_router(module.router)
     app.include_router(metrics_router)
     app.include_router(bfl.delivery_router)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,15 @@ class GenerateRequest(BaseModel):
     seed: int | None = Field(default=None, ge=0, lt=2**63 - 16, description="random if omitted")
     n: int = Field(default=1, ge=1, le=4, description="images to generate, each with seed, seed+1, ...")
     output_format: Literal["png", "jpeg", "webp"] = "png"
+    reference_images: list[str] | None = Field(
+        default=None, min_length=1, max_length=4,
+        description="up to 4 reference images: base64 (or data: URLs), or `<job id>/<index>` / image URLs of "
+                    "your earlier jobs; for variants with the `reference` task (FLUX.2 multi-reference, Kontext)")
+    image: str | None = Field(default=None, description="inpainting: the image (base64 or an earlier image)")
+    mask: str | None = Field(default=None, description="inpainting: the mask, white = repaint")
+    rerank: int | None = Field(default=None, ge=2, le=8,
+                               description="CogView: generate this many candidates per image and keep the one "
+                                           "whose caption likelihood is best; billed as that many images")
     deadline_s: float | None = Field(default=None, gt=0, le=86400, allow_inf_nan=False,
                                      description="expire (never run, never charged) if not started within this many "
                                                  "seconds")
@@ -53,6 +62,7 @@ class JobResponse(BaseModel):
     id: str
     status: Literal["queued", "running", "succeeded", "failed", "canceled", "expired"]
     model: str
+    task: str = "text-to-image"
     prompt: str
     width: int
     height: int
@@ -66,6 +76,7 @@ class JobResponse(BaseModel):
     progress: Progress
     timings: Timings
     images: list[ImageResult] = []
+    result: dict[str, Any] | None = Field(default=None, description="captions, or rank scores and order")
     expires_at: float | None = None
     error: str | None = None
     polling_url: str
@@ -169,3 +180,27 @@ class UsageResponse(BaseModel):
     group_by: str
     groups: list[UsageGroup]
     total: UsageGroup
+
+
+class UpscaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a variant with the `upscale` task (CogView super-resolution)")
+    image: str = Field(description="base64 (or a data: URL), or `<job id>/<index>` of an earlier image")
+    prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS, description="optional description of the image")
+    seed: int | None = Field(default=None, ge=0, lt=2**63 - 16)
+    output_format: Literal["png", "jpeg", "webp"] = "png"
+
+
+class CaptionRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a variant with the `caption` task (CogView)")
+    image: str = Field(description="base64 (or a data: URL), or `<job id>/<index>` of an earlier image")
+    language: Literal["en", "zh"] = "en"
+    seed: int | None = Field(default=None, ge=0, lt=2**63 - 16)
+
+
+class RankRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="a variant with the `rank` task (CogView)")
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
+    images: list[str] = Field(min_length=1, max_length=8, description="base64 images or earlier images")

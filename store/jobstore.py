@@ -114,6 +114,13 @@ class JobStore:
             if events:
                 after = events[-1].id
 
+    async def put_inputs(self, job_id: str, images: list[bytes]) -> None:
+        """Input images, stored before the job is admitted (if it is refused they just expire)."""
+        pipe = self._raw.pipeline(transaction=False)
+        for index, data in enumerate(images):
+            pipe.set(keys.job_input(job_id, index), data, ex=self.retention_s)
+        await pipe.execute()
+
     async def image(self, job_id: str, index: int) -> bytes | None:
         return await self._raw.get(keys.job_image(job_id, index))
 

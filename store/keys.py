@@ -27,6 +27,11 @@ def job_image(job_id: str, index: int) -> str:
     return f"{PREFIX}job:{job_id}:img:{index}"
 
 
+def job_input(job_id: str, index: int) -> str:
+    """String: the bytes of one input image (reference, inpainting image/mask, image to upscale...)."""
+    return f"{PREFIX}job:{job_id}:input:{index}"
+
+
 def variant_stream(variant: str, priority: int = 0) -> str:
     """Stream: job ids waiting for a worker that serves this variant, one stream per priority level
     (a deep free-tier backlog must not sit in front of a paid job)."""

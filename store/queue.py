@@ -131,6 +131,9 @@ class WorkQueue:
             pipe.hget(keys.job(job_id), "cancel_requested")
         return {job_id for job_id, flag in zip(job_ids, pipe.execute(), strict=True) if flag == "1"}
 
+    def load_inputs(self, job_id: str, count: int) -> list[bytes | None]:
+        return list(self._raw.mget([keys.job_input(job_id, i) for i in range(count)])) if count else []
+
     def store_images(self, job_id: str, images: list[bytes]) -> None:
         pipe = self._raw.pipeline(transaction=False)
         for index, data in enumerate(images):

@@ -35,7 +35,7 @@ TERMINAL_EVENTS = frozenset(s.value for s in JobStatus if s.terminal)
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 
 # Fields stored as JSON text in the hash (everything else is a plain string or number).
-_JSON_FIELDS = ("seeds", "params")
+_JSON_FIELDS = ("seeds", "params", "result")
 
 
 class Job(BaseModel):
@@ -53,7 +53,9 @@ class Job(BaseModel):
     n: int
     seeds: list[int]
     output_format: str
-    params: dict[str, Any] = {}
+    params: dict[str, Any] = {}  # task options: language, rerank, has_mask
+    inputs: int = 0  # input images stored with the job (keys.job_input)
+    result: dict[str, Any] | None = None  # non-image results: captions, scores and order
     cost: int  # list price, milli-credits
     reserved: int = 0  # milli-credits held from the balance while the job is open
     charged: int | None = None  # milli-credits charged when it ended (0 unless succeeded)
@@ -75,9 +77,9 @@ class Job(BaseModel):
     cancel_requested: bool = False
 
     @property
-    def batch_key(self) -> tuple[str, str, int, int]:
+    def batch_key(self) -> tuple[str, str, int, int, int]:
         """Jobs with equal keys can share forward passes (steps and guidance are per image)."""
-        return (self.variant, self.task, self.width, self.height)
+        return (self.variant, self.task, self.width, self.height, self.inputs)
 
     def to_fields(self) -> list[str]:
         """Flat field, value list for HSET (None values are left out)."""

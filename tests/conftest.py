@@ -50,6 +50,8 @@ class Proc:
 def env_for(redis_url: str, **extra: str) -> dict[str, str]:
     defaults = {"FLUXGATE_CATALOG": "demo", "PYTHONUNBUFFERED": "1", "FLUXGATE_WORKER_HEARTBEAT_S": "0.5",
                 "FLUXGATE_WORKER_HEARTBEAT_TTL_S": "2"}
+    # FLUXGATE_CATALOG from the environment wins: the suite can run against another catalog.
+    defaults["FLUXGATE_CATALOG"] = os.environ.get("FLUXGATE_CATALOG", "demo")
     return {**os.environ, **defaults, "FLUXGATE_REDIS_URL": redis_url, **extra}
 
 

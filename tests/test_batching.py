@@ -62,11 +62,11 @@ def test_scheduler_priority_then_aging() -> None:
     scheduler = Scheduler(aging_per_s=1.0)
     scheduler.add([_job(1, 0, now - 2), _job(2, 10, now), _job(3, 0, now - 30)])
     # Paid (10) beats a free job that waited 2 s, but a free job that waited 30 s beats both.
-    assert [p.job.id[-1] for p in scheduler.take(("schnell", "text-to-image", 64, 64), 1)] == ["3"]
-    assert [p.job.id[-1] for p in scheduler.take(("schnell", "text-to-image", 64, 64), 1)] == ["2"]
+    assert [p.job.id[-1] for p in scheduler.take(("schnell", "text-to-image", 64, 64, 0), 1)] == ["3"]
+    assert [p.job.id[-1] for p in scheduler.take(("schnell", "text-to-image", 64, 64, 0), 1)] == ["2"]
     # Only jobs of the chosen key join a batch; the cap counts images.
     scheduler.add([_job(4, 0, now, width=128), _job(5, 0, now, n=3), _job(6, 0, now, n=2)])
-    taken = scheduler.take(("schnell", "text-to-image", 64, 64), 4)
+    taken = scheduler.take(("schnell", "text-to-image", 64, 64, 0), 4)
     # Job 1 (still waiting, oldest) and job 5 make 4 images; job 6's 2 more would exceed the cap.
     assert [p.job.id[-1] for p in taken] == ["1", "5"]
     assert sorted(p.job.id[-1] for p in scheduler.pending) == ["4", "6"]
@@ -75,11 +75,11 @@ def test_scheduler_priority_then_aging() -> None:
 def test_memory_model_caps() -> None:
     model = MemoryModel(budget=1000, operator_cap=16)
     model.fits["v"] = Fit(base=100, per_image=200, pixels=64 * 64)
-    assert model.cap(("v", "text-to-image", 64, 64)) == 4  # (1000 - 100) // 200
-    assert model.cap(("v", "text-to-image", 128, 64)) == 2  # twice the pixels per image
-    assert model.cap(("other", "text-to-image", 64, 64)) == 16  # unmeasured: the operator cap
-    assert model.lower(("v", "text-to-image", 64, 64), 4) == 2
-    assert model.cap(("v", "text-to-image", 64, 64)) == 2
+    assert model.cap(("v", "text-to-image", 64, 64, 0)) == 4  # (1000 - 100) // 200
+    assert model.cap(("v", "text-to-image", 128, 64, 0)) == 2  # twice the pixels per image
+    assert model.cap(("other", "text-to-image", 64, 64, 0)) == 16  # unmeasured: the operator cap
+    assert model.lower(("v", "text-to-image", 64, 64, 0), 4) == 2
+    assert model.cap(("v", "text-to-image", 64, 64, 0)) == 2
 
 
 def test_measure_peak_sees_a_real_allocation() -> None:

@@ -27,13 +27,22 @@ class Running:
     handles: list[int] = field(default_factory=list)  # session rows (step-level batches)
     results: dict[int, Image.Image] = field(default_factory=dict)
     canceled: bool = False
+    inputs: list[Image.Image] = field(default_factory=list)  # the job's input images, decoded
     failures: int = 0  # pipeline errors while running it alone (a poison job fails after max attempts)
     joined: float = field(default_factory=time.monotonic)
 
 
-def requests_for(job: Job) -> list[ImageRequest]:
+def requests_for(job: Job, inputs: list[Image.Image] | None = None, seeds: list[int] | None = None
+                 ) -> list[ImageRequest]:
+    """One request per output image. Reference images ride along as `images`; inpainting as
+    (image,) + mask."""
+    inputs = inputs or []
+    images, mask = tuple(inputs), None
+    if job.task == "inpaint":
+        images, mask = tuple(inputs[:1]), inputs[1]
     return [ImageRequest(prompt=job.prompt, seed=seed, width=job.width, height=job.height, steps=job.steps,
-                         guidance=job.guidance, task=job.task) for seed in job.seeds]
+                         guidance=job.guidance, task=job.task, images=images, mask=mask)
+            for seed in (seeds if seeds is not None else job.seeds)]
 
 
 class Batch:

@@ -28,7 +28,9 @@ def build_memory_model(settings: WorkerSettings, pipelines: dict[str, Pipeline],
         return memory
     for name, pipeline in pipelines.items():
         v = variants[name]
-        if "text-to-image" not in v.tasks:
+        # Autoregressive models ignore `steps`: a profile run would be a whole generation. Their
+        # batches stay within the operator cap (and the OOM fallback).
+        if "text-to-image" not in v.tasks or v.family != "flux":
             continue
 
         def run(batch: int, v: Variant = v, pipeline: Pipeline = pipeline) -> None:
@@ -36,7 +38,7 @@ def build_memory_model(settings: WorkerSettings, pipelines: dict[str, Pipeline],
                                             v.default_guidance) for seed in range(batch)])
 
         fit = memory.profile(name, v.default_width * v.default_height, run, device)
-        key = (name, "text-to-image", v.default_width, v.default_height)
+        key = (name, "text-to-image", v.default_width, v.default_height, 0)
         log.info("%s: %.1f MiB + %.1f MiB per %dx%d image; batch cap %d (budget %.0f MiB)", name,
                  fit.base / 2**20, fit.per_image / 2**20, v.default_width, v.default_height, memory.cap(key),
                  budget / 2**20)

@@ -115,7 +115,7 @@ class MemoryModel:
 
     def cap(self, key: tuple) -> int:
         """The most images one batch of this key may hold."""
-        variant, _task, width, height = key
+        variant, _task, width, height = key[:4]
         cap = self.operator_cap
         fit = self.fits.get(variant)
         if fit is not None:

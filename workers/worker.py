@@ -11,15 +11,18 @@ while it waited expires without running, and a cancelled one is never run.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 import torch
+from PIL import Image
 
 from models.flux.session import DenoiseSession, supports_sessions
 from models.interface import ImageRequest, Pipeline
@@ -32,6 +35,7 @@ from workers.memory import MemoryModel
 from workers.metrics import WorkerMetrics
 from workers.scheduler import Pending, Scheduler
 from workers.settings import WorkerSettings
+from workers.tasks import ONE_JOB_TASKS, run_task
 
 log = logging.getLogger("fluxgate.worker")
 
@@ -122,7 +126,12 @@ class Worker:
         if not batch:
             return
         pipeline = self.pipelines[key[0]]
-        if self.settings.worker_batching == "step" and supports_sessions(pipeline):
+        task = key[1]
+        if task in ONE_JOB_TASKS or any(r.job.params.get("rerank") for r in batch):
+            for running in batch:  # one job at a time: each is one model call already
+                self._run_task(running)
+            return
+        if self.settings.worker_batching == "step" and task == "text-to-image" and supports_sessions(pipeline):
             self.session = Batch(key, DenoiseSession(pipeline, key[2], key[3]))  # type: ignore[arg-type]
             self._join(batch)
             self._session_step()
@@ -172,7 +181,13 @@ class Worker:
                                         "each time; it is not retried again")
                 continue
             self.metrics.queue_wait(job.variant, (job.started_at or time.time()) - job.created_at)
-            batch.append(Running(item.delivery, job))
+            inputs = [Image.open(io.BytesIO(data)).convert("RGB") if data else None
+                      for data in self.queue.load_inputs(job.id, job.inputs)]
+            if any(image is None for image in inputs):
+                self.queue.finish(item.delivery, job, JobStatus.FAILED,
+                                  error="the job's input images expired before it ran")
+                continue
+            batch.append(Running(item.delivery, job, inputs=inputs))  # type: ignore[arg-type]
         return batch
 
     # -- request-level batching ---------------------------------------------------------------
@@ -198,7 +213,8 @@ class Worker:
             outputs = [images[i] for i in running.indices]
             self._complete(running, outputs, elapsed)
 
-    def _isolate_failure(self, key: tuple, batch: list[Running], err: Exception) -> None:
+    def _isolate_failure(self, key: tuple, batch: list[Running], err: Exception,
+                         retry: Callable[[], None] | None = None) -> None:
         """A batch raised: run its jobs one by one so only a poison job fails; a lone job is tried
         up to worker_max_attempts times (transient errors pass), then fails with the error."""
         if len(batch) > 1:
@@ -211,7 +227,7 @@ class Worker:
         log.warning("job %s failed (%d/%d): %s", running.job.id, running.failures,
                     self.settings.worker_max_attempts, err)
         if running.failures < self.settings.worker_max_attempts:
-            self._run_whole(key, batch)
+            (retry or (lambda: self._run_whole(key, batch)))()
             return
         self.metrics.failure(key[0])
         self.queue.finish(running.delivery, running.job, JobStatus.FAILED,
@@ -233,7 +249,7 @@ class Worker:
 
     def _run_split(self, key: tuple, running: Running, cap: int) -> None:
         """One job with more images than fit: its images in parts of at most `cap`."""
-        requests = requests_for(running.job)
+        requests = requests_for(running.job, running.inputs)
         images: list = []
         started = time.monotonic()
         for start in range(0, len(requests), cap):
@@ -306,8 +322,25 @@ class Worker:
         if not session.images:
             self.session = None
 
+    # -- other tasks --------------------------------------------------------------------------
+    def _run_task(self, running: Running) -> None:
+        """Upscale, caption, rank, or generate with reranking: one job per model call."""
+        job = running.job
+        pipeline = self.pipelines[job.variant]
+        started = time.monotonic()
+        try:
+            self._check_fault(1, [job.prompt])
+            images, result = run_task(pipeline, job, running.inputs)
+        except redis.ConnectionError:
+            raise  # Redis, not the job, failed: see _forget_local_work
+        except Exception as err:
+            self._isolate_failure(job.batch_key, [running], err, retry=lambda: self._run_task(running))
+            return
+        self.metrics.batch(job.variant, max(1, len(running.inputs)), time.monotonic() - started, 1)
+        self._complete(running, images, time.monotonic() - started, result)
+
     # -- results ------------------------------------------------------------------------------
-    def _complete(self, running: Running, images: list, elapsed: float) -> None:
+    def _complete(self, running: Running, images: list, elapsed: float, result: dict | None = None) -> None:
         job = running.job
         if running.canceled or any(img is None for img in images):
             self.queue.finish(running.delivery, job, JobStatus.CANCELED)
@@ -315,9 +348,10 @@ class Worker:
         encoded = [encode_image(img, job.output_format) for img in images]
         self.queue.store_images(job.id, encoded)
         expires_at = time.time() + self.settings.retention_s
+        extra = {"result": json.dumps(result, separators=(",", ":"))} if result is not None else {}
         self.queue.finish(running.delivery, job, JobStatus.SUCCEEDED, images=len(encoded),
                           expires_at=f"{expires_at:.3f}", run_seconds=f"{elapsed:.4f}",
-                          progress_step=job.steps, progress_total=job.steps)
+                          progress_step=job.steps, progress_total=job.steps, **extra)
         self.metrics.images(job.variant, len(encoded))
 
 
@@ -325,7 +359,7 @@ def _requests(batch: list[Running]) -> list[ImageRequest]:
     requests: list[ImageRequest] = []
     for running in batch:
         running.indices = []
-        for request in requests_for(running.job):
+        for request in requests_for(running.job, running.inputs):
             running.indices.append(len(requests))
             requests.append(request)
     return requests

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from app.auth import Accounts, Caller, CurrentCaller, Store, quota_headers
+from app.images import resolve_image
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
 from store.accounts import AccountStore
@@ -112,19 +113,48 @@ class Submitted:
     replayed: bool = False
 
 
+async def _task_inputs(body: GenerateRequest, store: JobStore, caller: Caller) -> tuple[str, list[bytes]]:
+    """The task a generate request asks for, and its input images (validated)."""
+    if body.reference_images and (body.image or body.mask):
+        raise _invalid("reference_images", "send reference_images or image + mask (inpainting), not both")
+    if body.reference_images:
+        return "reference", [await resolve_image(f"reference_images.{i}", ref, store, caller.account_id)
+                             for i, ref in enumerate(body.reference_images)]
+    if body.image or body.mask:
+        if not (body.image and body.mask):
+            raise _invalid("mask" if body.image else "image", "inpainting needs both image and mask")
+        return "inpaint", [await resolve_image("image", body.image, store, caller.account_id),
+                           await resolve_image("mask", body.mask, store, caller.account_id)]
+    return "text-to-image", []
+
+
 async def submit_job(request: Request, caller: Caller, store: JobStore, accounts: AccountStore,
-                     body: GenerateRequest, idempotency_key: str | None = None) -> Submitted:
-    """Validate, price and admit one request; shared by /v1/generate and the OpenAI/BFL-compatible routes,
-    so every entrance applies the same limits, tiers and billing. Raises HTTPException on refusal."""
+                     body: GenerateRequest, idempotency_key: str | None = None, *, task: str | None = None,
+                     inputs: list[bytes] | None = None, params: dict | None = None) -> Submitted:
+    """Validate, price and admit one request; shared by /v1/generate, the image-task routes and the
+    OpenAI/BFL-compatible routes, so every entrance applies the same limits, tiers and billing.
+    `task`/`inputs` come from the task routes; for /v1/generate they follow from the body.
+    Raises HTTPException on refusal."""
     catalog = request.app.state.catalog
     variant = catalog.get(body.model)
     if variant is None:
         raise _invalid("model", f"unknown model {body.model!r}; available: {', '.join(catalog.variants)}")
     width, height, steps, guidance = _resolve(body, variant)
     _check_tier(caller, variant, width, height)
+    if task is None:
+        task, inputs = await _task_inputs(body, store, caller)
+    inputs = inputs or []
+    params = dict(params or {})
+    if task not in variant.tasks:
+        raise _invalid("model", f"{variant.name} does not do {task}; its tasks: {', '.join(variant.tasks)}")
+    if body.rerank:
+        if "rerank" not in variant.tasks:
+            raise _invalid("rerank", f"{variant.name} cannot rerank; CogView variants can")
+        params["rerank"] = body.rerank
     idem_hash, fingerprint = _idempotency(idempotency_key, body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
-    cost = variant.cost(width, height, body.n)
+    # Reranking generates `rerank` candidates per delivered image, and each is billed.
+    cost = variant.cost(width, height, body.n) * (body.rerank or 1)
     now = time.time()
     job = Job(
         id=secrets.token_hex(16),  # 128 random bits: ids are unguessable
@@ -133,7 +163,10 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
         seeds=[seed + i for i in range(body.n)], output_format=body.output_format, cost=cost,
         reserved=cost if caller.tier.pays_credits else 0, priority=caller.tier.priority, created_at=now,
         deadline=now + body.deadline_s if body.deadline_s is not None else None,
+        task=task, inputs=len(inputs), params=params,
     )
+    if inputs:
+        await store.put_inputs(job.id, inputs)
     admission = Admission(
         requests_per_minute=caller.tier.requests_per_minute, images_per_day=caller.tier.images_per_day,
         concurrent_jobs=caller.tier.concurrent_jobs, reserve=job.reserved, fingerprint=fingerprint,

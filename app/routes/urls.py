@@ -27,8 +27,8 @@ def job_response(request: Request, job: Job) -> JobResponse:
     ]
     queue_seconds = job.started_at - job.created_at if job.started_at else None
     return JobResponse(
-        id=job.id, status=job.status, model=job.variant, prompt=job.prompt, width=job.width,
-        height=job.height, steps=job.steps, guidance=job.guidance, n=job.n, seeds=job.seeds,
+        id=job.id, status=job.status, model=job.variant, task=job.task, result=job.result, prompt=job.prompt,
+        width=job.width, height=job.height, steps=job.steps, guidance=job.guidance, n=job.n, seeds=job.seeds,
         output_format=job.output_format, cost=job.cost,
         queue_position=job.queue_position if job.status == "queued" else None,
         progress=Progress(step=job.progress_step, total=job.progress_total or job.steps),
