@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+
+# The test models are tiny: one thread each is faster than two threads fighting over two cores with
+# the gateway, the workers and the test process (set before torch is imported; children inherit it).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 import signal
 import subprocess
 import sys
