@@ -159,7 +159,7 @@ def test_byte_text_handles_chinese_and_english() -> None:
     assert len(t.encode("猫")) == 3
     assert t.decode([0xE7, 0x8C]) == ""  # a cut-off character is dropped, not an error
     en, zh = t.language_mask("en"), t.language_mask("zh")
-    assert en[ord("a")] and not en[0xE7] and zh[0xE7] and zh[ord("a")]
+    assert en[ord("a")] and not en[0xE7] and zh[0xE7] and not zh[ord("a")] and zh[ord("1")] and zh[ord(",")]
 
 
 def test_sentencepiece_text(tmp_path) -> None:

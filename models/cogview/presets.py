@@ -34,7 +34,7 @@ DEMO = CogViewConfig(
     size_token="[TINY]",  # CogView's tag for 8x8-token images
     vqvae=VQVAEConfig(channels=64, embed_dim=64, n_codes=512),
     top_k=100,
-    caption_tokens=24,
+    caption_tokens=48,  # a shapes-world caption is ~45 UTF-8 bytes; CogView has no end token
     max_batch=16,
 )
 

@@ -47,9 +47,13 @@ class ByteText:
         allowed = torch.zeros(256, dtype=torch.bool)
         allowed[32:127] = True  # printable ASCII: English text and the punctuation both use
         if language == "zh":
-            # Chinese needs the UTF-8 lead (0xE0-0xEF) and continuation (0x80-0xBF) bytes.
+            # Chinese needs the UTF-8 lead (0xE0-0xEF) and continuation (0x80-0xBF) bytes; Latin
+            # letters are left out (as for SentencePiece pieces) so the caption cannot drift into
+            # English, while digits and punctuation stay.
             allowed[0x80:0xC0] = True
             allowed[0xE0:0xF0] = True
+            for c in range(ord("A"), ord("z") + 1):
+                allowed[c] = not chr(c).isalpha()
         elif language != "en":
             raise ValueError(f"language must be 'en' or 'zh', not {language!r}")
         return allowed
