@@ -107,6 +107,8 @@ def sample_next(logits: Tensor, allowed: Tensor, u: Tensor, top_k: int, temperat
 
 
 class Decoder(Protocol):
+    """prefill / feed return the last position's hidden state (B, D), before the final LN."""
+
     def prefill(self, prefixes: Sequence[Sequence[int]], total: int) -> Tensor: ...
     def feed(self, tokens: Tensor, positions: Tensor) -> Tensor: ...
     def select(self, rows: Tensor) -> None: ...
@@ -139,25 +141,25 @@ class KVDecoder:
         groups: dict[tuple[int, ...], list[int]] = {}
         for i, p in enumerate(prefixes):
             groups.setdefault(tuple(int(t) for t in p), []).append(i)
-        logits = torch.empty(len(prefixes), m.cfg.vocab_size, device=dev)
+        hidden = torch.empty(len(prefixes), m.cfg.hidden_size, dtype=dtype, device=dev)
         for p, rows in groups.items():
             one = KVCache(m.cfg, 1, len(p), dtype, dev)
             tok = torch.tensor([p], device=dev)
             pos = torch.tensor([positions_for(p, m.cfg)], device=dev)
-            out = m(tok, pos, cache=one, last_only=True)[:, -1]
+            out = m(tok, pos, cache=one, last_only=True, return_hidden=True)[:, -1]
             r = torch.tensor(rows, device=dev)
             # Expand the batch-1 prefill to every row with this prompt, right-aligned.
             cache.k[:, r, :, n - len(p) : n] = one.k
             cache.v[:, r, :, n - len(p) : n] = one.v
             cache.valid[r, : n - len(p)] = False
-            logits[r] = out.float()
+            hidden[r] = out
         cache.padded = bool((~cache.valid[:, :n]).any())
         cache.length = n
         self.cache = cache
-        return logits
+        return hidden
 
     def feed(self, tokens: Tensor, positions: Tensor) -> Tensor:
-        return self.model(tokens, positions, cache=self.cache, last_only=True)[:, -1].float()
+        return self.model(tokens, positions, cache=self.cache, last_only=True, return_hidden=True)[:, -1]
 
     def select(self, rows: Tensor) -> None:
         assert self.cache is not None
@@ -170,7 +172,7 @@ class FullDecoder:
 
     def _run(self) -> Tensor:
         kv = self.valid if not bool(self.valid.all()) else None
-        return self.model(self.tok, self.pos, key_valid=kv, last_only=True)[:, -1].float()
+        return self.model(self.tok, self.pos, key_valid=kv, last_only=True, return_hidden=True)[:, -1]
 
     def prefill(self, prefixes: Sequence[Sequence[int]], total: int) -> Tensor:
         self.tok, self.pos, self.valid = _left_pad(self.model, prefixes, self.model.word_embeddings.weight.device)
@@ -210,7 +212,7 @@ class MemsDecoder:
             q, k, v = layer.attention.project(layer.input_layernorm(full))
             x = layer.finish(x, layer.attention.attend(q[:, :, -t:], k, v, mask, False))
         self.mems = new_mems
-        return m.head(x[:, -1:])[:, -1].float()
+        return x[:, -1]
 
     def prefill(self, prefixes: Sequence[Sequence[int]], total: int) -> Tensor:
         tok, pos, valid = _left_pad(self.model, prefixes, self.model.word_embeddings.weight.device)
@@ -262,13 +264,21 @@ def fill(
     u = torch.stack([torch.rand(n_holes, generator=g, dtype=torch.float64) for g in generators])
     u = u.float().to(dev)
     table = validity_table(model.cfg).to(dev)
+    boi = {model.cfg.cmd("[BOI1]"), model.cfg.cmd("[BOI2]")}
+    eoi = {model.cfg.cmd("[EOI1]"), model.cfg.cmd("[EOI2]")}
     if allowed_extra is not None:
         table = table & allowed_extra.to(dev)
     out = suffix.clone().to(dev)
     tracker = StateTracker(model.cfg, prefixes, dev)
+    # The same states on the host, to pick the head's vocabulary slice without a device sync.
+    # Sampling in IMAGE or TEXT state cannot emit [BOI]/[EOI], so only given tokens change them.
+    host = tracker.state.tolist()
+    cfg = model.cfg
+    ranges = {IMAGE: (0, cfg.n_image), TEXT: (cfg.n_image, cfg.command_base)}
     dec = DECODERS[decoder](model)
-    logits = dec.prefill(prefixes, length)
+    hidden = dec.prefill(prefixes, length)
     alive = torch.arange(b, device=dev)
+    alive_rows = list(range(b))
     stopped = torch.zeros(b, dtype=torch.bool)
     pending: list[int] = []
     h = 0
@@ -277,10 +287,16 @@ def fill(
             if pending:
                 cols = torch.tensor(pending, device=dev)
                 tok = out[alive][:, cols]
-                logits = dec.feed(tok, tracker.advance(tok, alive))
+                hidden = dec.feed(tok, tracker.advance(tok, alive))
                 pending = []
-            allowed = table[tracker.state[alive]]
-            out[alive, j] = sample_next(logits, allowed, u[alive, h], top_k, temperature)
+            states = {host[r] for r in alive_rows}
+            lo, hi = ranges.get(states.pop(), (0, cfg.vocab_size)) if len(states) == 1 else (0, cfg.vocab_size)
+            logits = model.head(hidden, lo, hi).float()
+            allowed = table[tracker.state[alive]][:, lo:hi]
+            out[alive, j] = sample_next(logits, allowed, u[alive, h], top_k, temperature) + lo
+            for r in alive_rows:
+                if host[r] not in ranges:
+                    host[r] = -1  # a sample in START state may be a command: state unknown on the host
             h += 1
             stop = on_token(h) if on_token is not None else None
             if stop:
@@ -291,6 +307,11 @@ def fill(
                     break
                 sel = torch.tensor(keep, device=dev)
                 dec.select(sel)
-                logits, alive = logits[sel], alive[sel]
+                hidden, alive = hidden[sel], alive[sel]
+                alive_rows = [alive_rows[k] for k in keep]
+        else:
+            for r in alive_rows:
+                t = int(suffix[r, j])
+                host[r] = IMAGE if t in boi else TEXT if t in eoi else host[r]
         pending.append(j)
     return out.cpu(), stopped

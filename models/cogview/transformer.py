@@ -213,9 +213,12 @@ class CogViewTransformer(nn.Module):
         x = self.word_embeddings(tokens) + self.transformer.position_embeddings(positions)
         return self.transformer.embedding_dropout(x)
 
-    def head(self, h: Tensor) -> Tensor:
-        """Final LN and the tied output projection: (B, T, D) -> (B, T, V)."""
-        return F.linear(self.transformer.final_layernorm(h), self.word_embeddings.weight)
+    def head(self, h: Tensor, lo: int = 0, hi: int | None = None) -> Tensor:
+        """Final LN and the tied output projection: (B, T, D) -> (B, T, V), or only ids [lo, hi).
+
+        Sampling inside an image needs only the image ids' logits (8192 of 58240 released).
+        """
+        return F.linear(self.transformer.final_layernorm(h), self.word_embeddings.weight[lo:hi])
 
     def forward(
         self,
@@ -224,8 +227,10 @@ class CogViewTransformer(nn.Module):
         cache: KVCache | None = None,
         key_valid: Tensor | None = None,
         last_only: bool = False,
+        return_hidden: bool = False,
     ) -> Tensor:
-        """tokens, positions (B, T) -> logits (B, T, V) (or (B, 1, V) with last_only).
+        """tokens, positions (B, T) -> logits (B, T, V) (or (B, 1, V) with last_only; the hidden
+        states before the final LayerNorm instead of logits with return_hidden).
 
         Without a cache this is a causal forward over the whole sequence; key_valid (B, T)
         marks left padding. With a cache the T new tokens attend to the cached prefix and
@@ -256,7 +261,7 @@ class CogViewTransformer(nn.Module):
             cache.length = s
         if last_only:
             x = x[:, -1:]
-        return self.head(x)
+        return x if return_hidden else self.head(x)
 
 
 def _diag(t: int, s: int, device: torch.device) -> Tensor:
