@@ -22,6 +22,8 @@ def run(args: argparse.Namespace) -> int:
         os.environ["FLUXGATE_REDIS_URL"] = args.redis_url
     if args.catalog:
         os.environ["FLUXGATE_CATALOG"] = args.catalog
+    # Keep-alive longer than a load balancer's idle timeout (60 s is common): otherwise the server may
+    # close a connection just as the balancer or a client sends the next request on it.
     uvicorn.run("app.main:create_app", factory=True, host=args.host, port=args.port,
-                workers=args.workers, log_level="warning", access_log=False)
+                workers=args.workers, log_level="warning", access_log=False, timeout_keep_alive=65)
     return 0
