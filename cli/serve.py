@@ -18,7 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface for the gateway (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="gateway port (default 8000)")
     parser.add_argument("--data-dir", default=".fluxgate", help="Redis data and keys (default ./.fluxgate)")
-    parser.add_argument("--catalog", default="demo", help="catalog name or TOML path (default demo)")
+    parser.add_argument("--catalog", default=os.environ.get("FLUXGATE_CATALOG", "demo"),
+                        help="catalog name or TOML path (default: FLUXGATE_CATALOG or demo)")
     parser.add_argument("--device", default="cpu", help="torch device for the worker (default cpu)")
     parser.add_argument("--redis-port", type=int, default=0, help="embedded Redis port (default: a free one)")
     # everysec: a power cut may lose about the last second of writes; always: nothing, at a latency cost.

@@ -85,7 +85,10 @@ def inspect_checkpoint(path: str) -> CheckpointReport | None:
         inspect = getattr(mod, "inspect_checkpoint", None)
         if inspect is None:
             continue
-        report = inspect(path)
+        try:
+            report = inspect(path)
+        except Exception:  # noqa: BLE001  a file of another family's format: not this family's to judge
+            continue
         if report is not None:
             return report
     return None
