@@ -59,15 +59,20 @@ _KLEIN_4B = Flux2Params(context_in_dim=7680, hidden_size=3072, num_heads=24, dep
 _KLEIN_9B = Flux2Params(context_in_dim=12288, hidden_size=4096, num_heads=32, depth=8, depth_single_blocks=24,
                         guidance_embed=False)
 
-# Demo sizes: the same 8x AE + 2x2 token packing (16 px per token) as the real models, at widths
-# that run a 64x64 image in a fraction of a second on a laptop CPU.
-DEMO_TEXT = DemoTextParams(width=128, depth=2, heads=4, max_length=64, context_dim=128, pooled_dim=128)
-DEMO_AE = AutoEncoderParams(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=16, norm_groups=8)
-DEMO_AE2 = AutoEncoderParams(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1, z_channels=32, norm_groups=8,
+# Demo sizes, as trained on the shapes world (models/demo/train_*.py, weights in models/demo/weights/).
+# The AEs downsample 4x (not 8x): at 64 px an 8x AE of this width could not learn the objects'
+# colours and outlines in the CPU time there was (judge accuracy on its reconstructions stayed near
+# 0.2), while a 4x one compresses only 3x and learns in minutes; 64 px is then 8x8 = 64 tokens of
+# 8 px. The transformers and text encoder are narrower and shallower than the first interim
+# presets because on a 2-core CPU more training steps beat more width. 56 text bytes hold the
+# longest shapes-world caption (53 bytes + EOS).
+DEMO_TEXT = DemoTextParams(width=96, depth=1, heads=3, max_length=56, context_dim=96, pooled_dim=96)
+DEMO_AE = AutoEncoderParams(ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=16, norm_groups=4)
+DEMO_AE2 = AutoEncoderParams(ch=8, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=32, norm_groups=4,
                              scale_factor=1.0, shift_factor=0.0, flux2=True)
-_DEMO_FLUX1 = FluxParams(vec_in_dim=128, context_in_dim=128, hidden_size=128, num_heads=4, depth=2,
-                         depth_single_blocks=4, axes_dim=(8, 12, 12), guidance_embed=False)
-_DEMO_FLUX2 = Flux2Params(context_in_dim=128, hidden_size=128, num_heads=4, depth=2, depth_single_blocks=4,
+_DEMO_FLUX1 = FluxParams(vec_in_dim=96, context_in_dim=96, hidden_size=96, num_heads=3, depth=2,
+                         depth_single_blocks=2, axes_dim=(8, 12, 12), guidance_embed=False)
+_DEMO_FLUX2 = Flux2Params(context_in_dim=96, hidden_size=96, num_heads=3, depth=2, depth_single_blocks=2,
                           axes_dim=(8, 8, 8, 8), guidance_embed=False)
 
 PRESETS: dict[str, FluxPreset] = {

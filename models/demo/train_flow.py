@@ -1,0 +1,255 @@
+"""Train a demo flow transformer jointly with the demo text encoder (rectified flow, flux.md §8).
+
+    nice -n 10 python -m models.demo.train_flow --arch dev --steps 3000     # dev base, ~25 min
+    nice -n 10 python -m models.demo.train_flow --arch klein --steps 3000   # klein base, ~25 min
+
+(wall times: 2 CPU cores shared with other work; see runs/flow_<arch>/log.jsonl for a run's own.)
+
+Convention as the sampler integrates it: x_t = (1 - t) x0 + t eps, the model predicts eps - x0,
+t ~ logit-normal(0.8, 1) (skewed to the noisy end; see T_MEAN), plus a small auxiliary loss that
+reads the attributes from the pooled text vector (see FlowModel.aux). Captions are English or
+Chinese at random per sample and dropped to "" 10% of the time, which gives the unconditional
+branch for CFG. The latents come from the trained demo AE (fresh renders through it each step,
+so every batch has new jitter), and sample_batch never yields a held-out combination.
+
+The dev base is trained with the guidance input fed a random value it cannot use (the target
+does not depend on it): the guidance input is given its meaning afterwards by distilling CFG
+from this model (train_distill.py --mode guidance). An EMA of the weights is kept and it is the
+EMA that is evaluated and handed on. Resumable: rerun the same command after a stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.demo.train_common import (
+    WEIGHTS_DIR,
+    Logger,
+    batch,
+    captions_for,
+    cosine_lr,
+    load_state,
+    save_state,
+    step_rng,
+)
+from models.demo.world import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Attributes
+from models.flux import sampling
+from models.flux.autoencoder import AutoEncoder, AutoEncoder2
+from models.flux.checkpoint import load_autoencoder
+from models.flux.pipeline import FluxPipeline
+from models.flux.presets import FluxPreset, build_transformer, get_preset
+from models.text.demo import DemoTextEncoder, tokenize
+
+PRESET_OF = {"dev": "demo-flux1-dev", "klein": "demo-flux2-klein", "schnell": "demo-flux1-schnell"}
+AE_FILE = {"dev": "ae_flux1", "schnell": "ae_flux1", "klein": "ae_flux2"}
+P_DROP = 0.1
+T_MEAN = 0.8  # logit-normal mean: t skews to the noisy end, where only the caption can say what to draw
+AUX_SIZES = (len(BACKGROUNDS), len(COLORS), len(SHAPES), len(POSITIONS))
+
+
+def demo_preset(arch: str) -> FluxPreset:
+    """The preset a variant trains (sizes: models/flux/presets.py, demo section)."""
+    return get_preset(PRESET_OF[arch])
+
+
+def load_ae(arch: str) -> AutoEncoder | AutoEncoder2:
+    ae = load_autoencoder(str(WEIGHTS_DIR / f"{AE_FILE[arch]}.safetensors"), demo_preset(arch).autoencoder)
+    for p in ae.parameters():
+        p.requires_grad_(False)
+    return ae
+
+
+class FlowModel(nn.Module):
+    """Transformer + text encoder, with the pipeline's packing and ids, for training."""
+
+    def __init__(self, preset: FluxPreset):
+        super().__init__()
+        self.preset = preset
+        self.flux2 = preset.arch == "flux2"
+        self.transformer = build_transformer(preset.transformer, "cpu")
+        assert preset.text.demo is not None
+        self.text = DemoTextEncoder(preset.text.demo)
+        n_axes = 4 if self.flux2 else 3
+        self.side = 64 // (2 * preset.autoencoder.downsample)  # token grid side at 64 px
+        self.register_buffer("img_ids", sampling.image_ids(self.side, self.side, n_axes), persistent=False)
+        self.register_buffer("txt_ids", sampling.text_ids(preset.text.demo.max_length, n_axes), persistent=False)
+        # Training-only head (never shipped): reads the four attributes back from the pooled text
+        # vector. The diffusion loss alone teaches a from-scratch byte-level encoder to read the
+        # caption only slowly (after 400 steps the prediction barely depended on it); this direct
+        # signal makes the attributes linearly readable from the start.
+        self.aux = nn.Linear(preset.text.demo.pooled_dim, sum(AUX_SIZES))
+
+    def to_tokens(self, z: Tensor) -> Tensor:
+        return sampling.tokens(z) if self.flux2 else sampling.pack(z)
+
+    def from_tokens(self, x: Tensor) -> Tensor:
+        return sampling.untokens(x, self.side, self.side) if self.flux2 else sampling.unpack(x, self.side, self.side)
+
+    def encode_text(self, captions: Sequence[str]) -> tuple[Tensor, Tensor, Tensor]:
+        # Each distinct caption once (a batch repeats many of the 501 strings).
+        unique = list(dict.fromkeys(captions))
+        index = torch.tensor([unique.index(c) for c in captions])
+        emb = self.text(tokenize(unique, self.preset.text.demo.max_length))  # type: ignore[union-attr]
+        return emb.tokens, emb.pooled, index
+
+    def aux_loss(self, text: tuple[Tensor, Tensor, Tensor], caps: Sequence[str], attrs: Sequence[Attributes]) -> Tensor:
+        """Cross-entropy of the four attributes from each non-empty caption's pooled vector."""
+        _, pooled, index = text
+        keep = [i for i, c in enumerate(caps) if c]
+        if not keep:
+            return pooled.new_zeros(())
+        logits = self.aux(pooled[index[keep]]).split(list(AUX_SIZES), dim=-1)
+        loss = pooled.new_zeros(())
+        for logit, (key, table) in zip(logits, (("bg", BACKGROUNDS), ("color", COLORS), ("shape", SHAPES),
+                                                ("position", POSITIONS)), strict=True):
+            names = list(table)
+            target = torch.tensor([names.index(getattr(attrs[i], key)) for i in keep])
+            loss = loss + F.cross_entropy(logit, target)
+        return loss / len(AUX_SIZES)
+
+    def forward(self, x: Tensor, t: Tensor, text: tuple[Tensor, Tensor, Tensor], g: Tensor | None = None) -> Tensor:
+        tokens, pooled, index = text
+        txt = tokens[index]
+        if self.flux2:
+            return self.transformer(x, self.img_ids, txt, self.txt_ids, t, g)
+        return self.transformer(x, self.img_ids, txt, self.txt_ids, t, pooled[index], g)
+
+    def pipeline(self, ae: AutoEncoder | AutoEncoder2, cfg: bool = False) -> FluxPipeline:
+        """The real inference pipeline on these modules; cfg=True samples with true CFG (a base model)."""
+        preset = dataclasses.replace(self.preset, distilled=not cfg)
+        return FluxPipeline(preset, self.transformer, ae, self.text)  # type: ignore[arg-type]
+
+
+def export_variant(model: FlowModel, variant: str) -> list[Path]:
+    """Ship a trained FlowModel as the catalog expects: transformer and text encoder, fp16."""
+    from models.demo.train_common import export
+
+    paths = [WEIGHTS_DIR / f"{variant}_transformer.safetensors", WEIGHTS_DIR / f"{variant}_text.safetensors"]
+    export(model.transformer, paths[0])
+    export(model.text, paths[1])
+    return paths
+
+
+def main_export() -> None:
+    """python -m models.demo.train_flow --export STATE.pt --variant dev|schnell|klein"""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--export", type=Path, required=True)
+    ap.add_argument("--variant", choices=list(PRESET_OF), required=True)
+    args = ap.parse_args()
+    model = FlowModel(demo_preset(args.variant))
+    model.load_state_dict(torch.load(args.export, map_location="cpu"))
+    print(export_variant(model, args.variant))
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
+def quick_eval(model: FlowModel, ae: AutoEncoder | AutoEncoder2, n: int, steps: int, guidance: float,
+               language: str = "en", cfg: bool = False) -> dict:
+    from models.demo.metrics import evaluate
+    from models.demo.prompts import eval_prompts
+    from models.interface import ImageRequest
+
+    model.eval()
+    pipe = model.pipeline(ae, cfg)
+
+    def gen(items: list[tuple[str, int]]) -> list:
+        reqs = [ImageRequest(prompt=p, seed=s, width=64, height=64, steps=steps, guidance=guidance) for p, s in items]
+        return pipe.generate(reqs)
+
+    report = evaluate(gen, eval_prompts(n), language=language, batch_size=30)
+    model.train()
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--arch", choices=["dev", "klein"], default="dev")
+    ap.add_argument("--steps", type=int, default=3000)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=2)
+    ap.add_argument("--eval-every", type=int, default=500)
+    ap.add_argument("--eval-steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=1, help="1 per run: two runs side by side beat one on 2 threads")
+    ap.add_argument("--run-dir", type=Path, default=Path("runs"))
+    args = ap.parse_args()
+
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+    run = args.run_dir / f"flow_{args.arch}"
+    preset = demo_preset(args.arch)
+    ae = load_ae(args.arch)
+    model = FlowModel(preset)
+    ema = copy.deepcopy(model)
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
+    state = load_state(run / "state.pt")
+    start, wall = 0, 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        start, wall = state["step"], state["wall"]
+    log = Logger(run / "log.jsonl")
+    log(event="start", step=start, transformer=sum(p.numel() for p in model.transformer.parameters()),
+        text=sum(p.numel() for p in model.text.parameters()))
+    guided = preset.transformer.guidance_embed
+    t_last = time.time()
+    for step in range(start, args.steps):
+        rng = step_rng(args.seed, step)
+        x, attrs = batch(args.batch, rng)
+        with torch.no_grad():
+            x0 = model.to_tokens(ae.encode(x))
+        caps = captions_for(attrs, rng, P_DROP)
+        eps = torch.from_numpy(rng.standard_normal(x0.shape).astype("float32"))
+        t = torch.sigmoid(T_MEAN + torch.from_numpy(rng.standard_normal(len(attrs)).astype("float32")))
+        g = torch.from_numpy(rng.uniform(1, 6, len(attrs)).astype("float32")) if guided else None
+        xt = (1 - t[:, None, None]) * x0 + t[:, None, None] * eps
+        text = model.encode_text(caps)
+        pred = model(xt, t, text, g)
+        aux = model.aux_loss(text, caps, attrs)
+        loss = F.mse_loss(pred, eps - x0) + 0.1 * aux
+        for grp in opt.param_groups:
+            grp["lr"] = cosine_lr(step, args.steps, args.lr, warmup=100)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        ema_update(ema, model, min(0.998, (1 + step) / (10 + step)))
+        now = time.time()
+        wall += now - t_last
+        t_last = now
+        if step % 25 == 0:
+            log(step=step, loss=round(loss.item(), 4), aux=round(aux.item(), 4), train_wall=round(wall, 1))
+        last = step == args.steps - 1
+        if (step + 1) % 100 == 0 or last:
+            save_state(run / "state.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
+                                          "opt": opt.state_dict(), "step": step + 1, "wall": wall})
+        if (step + 1) % args.eval_every == 0 or last:
+            # A base model: judged with true CFG (its guidance input, if any, is not trained yet).
+            rep = quick_eval(ema, ae, 60, args.eval_steps, 3.0, cfg=True)
+            log(step=step + 1, eval_acc=rep["accuracy"], per=rep["per_attribute"], train_wall=round(wall, 1))
+            torch.save(ema.state_dict(), run / f"ema_{step + 1}.pt")
+            t_last = time.time()  # evaluation time is not training time
+    torch.save(ema.state_dict(), run / "ema_final.pt")
+    log(event="exported", paths=[str(p) for p in export_variant(ema, args.arch)], train_wall=round(wall, 1))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main_export() if "--export" in sys.argv else main()
