@@ -18,6 +18,7 @@ class Caller:
     key: KeyRecord
     account: Account
     tier: Tier
+    quota: QuotaState  # the caller's usage in the current windows, as read at authentication
 
     @property
     def account_id(self) -> str:
@@ -77,7 +78,7 @@ async def current_caller(request: Request) -> Caller:
     state = await accounts.quota_state(account.id)
     # Picked up by QuotaHeadersMiddleware, so errors raised later carry the headers too.
     request.state.quota_headers = quota_headers(tier, state, account.balance)
-    return Caller(record, account, tier)
+    return Caller(record, account, tier, state)
 
 
 async def admin_caller(caller: Annotated[Caller, Depends(current_caller)]) -> Caller:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from store import keys
 from store.accounts import now_windows
-from store.records import Job, JobStatus, event_json
+from store.records import TERMINAL_EVENTS, Job, JobStatus, event_json
 from store.scripts import source
 
 
@@ -100,19 +100,21 @@ class JobStore:
         return [Event(entry_id, f["event"], f["data"]) for entry_id, f in reply[0][1]]
 
     async def wait_terminal(self, job_id: str, timeout_s: float) -> Job | None:
-        """The job once it is terminal, or None if it is not terminal within timeout_s."""
+        """The job once it is terminal, or None if it is not terminal within timeout_s. Reads the
+        record only when a terminal event arrives (progress events just move the cursor)."""
         deadline = time.monotonic() + timeout_s
         after = "0"
-        while True:
-            job = await self.get(job_id)
-            if job is None or JobStatus(job.status).terminal:
-                return job
+        job = await self.get(job_id)
+        while job is not None and not JobStatus(job.status).terminal:
             remaining_ms = int((deadline - time.monotonic()) * 1000)
             if remaining_ms <= 0:
                 return None
             events = await self.events(job_id, after, block_ms=min(remaining_ms, 1000))
             if events:
                 after = events[-1].id
+            if not events or any(e.event in TERMINAL_EVENTS for e in events):
+                job = await self.get(job_id)  # also rechecked each idle second (an expired record)
+        return job
 
     async def put_inputs(self, job_id: str, images: list[bytes]) -> None:
         """Input images, stored before the job is admitted (if it is refused they just expire)."""

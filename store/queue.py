@@ -98,20 +98,20 @@ class WorkQueue:
         return claimed
 
     # -- job state ----------------------------------------------------------------------------
-    def start(self, delivery: Delivery) -> tuple[str, Job | None]:
+    def start(self, delivery: Delivery, job: Job) -> tuple[str, Job | None]:
         """('run', the job as now started) if this worker should run it; else (the job's status, None)
-        and the caller only acks the entry."""
-        job = self.load(delivery.job_id)
-        if job is None:
-            return "missing", None
-        state = str(self._start(
+        and the caller only acks the entry. `job` is the record as read before (for its keys)."""
+        reply = self._start(
             keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(delivery.variant),
                   keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day)],
             args=[self.consumer, f"{time.time():.3f}", event_json(status="running"),
                   event_json(status="expired", error="the job was not started before its deadline"),
                   self.retention_s],
-        ))
-        return (state, self.load(job.id)) if state == "run" else (state, None)
+        )
+        state = str(reply[0])
+        if state != "run":
+            return state, None
+        return state, Job.from_hash(dict(zip(reply[1::2], reply[2::2], strict=True)))
 
     def load(self, job_id: str) -> Job | None:
         data = self.redis.hgetall(keys.job(job_id))

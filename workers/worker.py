@@ -171,7 +171,7 @@ class Worker:
         """Start each chosen job (start.lua); drop (ack) those cancelled, expired or already done."""
         batch = []
         for item in chosen:
-            state, job = self.queue.start(item.delivery)
+            state, job = self.queue.start(item.delivery, item.job)
             if state != "run" or job is None:
                 self.queue.ack(item.delivery)
                 continue

@@ -7,7 +7,7 @@ import json
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -182,9 +182,11 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
     if result.outcome != "ok":
         raise _refusal(result, caller, job)
     request.state.job_id = job.id  # for the access log
-    # The quota headers should count this request too.
-    request.state.quota_headers = quota_headers(
-        caller.tier, await accounts.quota_state(caller.account_id), caller.account.balance - job.reserved)
+    # The quota headers count this request too (derived: the script just admitted exactly this).
+    quota = caller.quota
+    admitted = replace(quota, requests_this_minute=quota.requests_this_minute + 1,
+                       images_today=quota.images_today + job.n, active_jobs=quota.active_jobs + 1)
+    request.state.quota_headers = quota_headers(caller.tier, admitted, caller.account.balance - job.reserved)
     return Submitted(job, int(result.value))
 
 
