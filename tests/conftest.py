@@ -69,9 +69,9 @@ def wait_until(predicate, timeout_s: float, interval_s: float = 0.05, message: s
     raise AssertionError(f"timed out after {timeout_s}s waiting for {message}")
 
 
-def start_gateway(redis_url: str, log_dir: Path) -> tuple[Proc, str]:
+def start_gateway(redis_url: str, log_dir: Path, **extra: str) -> tuple[Proc, str]:
     port = free_port()
-    proc = Proc(["gateway", "--port", str(port)], env_for(redis_url), log_dir / f"gateway-{port}.log").start()
+    proc = Proc(["gateway", "--port", str(port)], env_for(redis_url, **extra), log_dir / f"gateway-{port}.log").start()
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -153,15 +153,16 @@ def api(gateway: str, redis_server: EmbeddedRedis) -> Iterator[httpx.Client]:
 class Service:
     """A private Redis + gateway for tests that must control exactly which workers run."""
 
-    def __init__(self, tmp_path: Path, log_dir: Path) -> None:
+    def __init__(self, tmp_path: Path, log_dir: Path, **env: str) -> None:
         self.redis = EmbeddedRedis(tmp_path / "redis").start()
-        self.gateway, self.url = start_gateway(self.redis.url, log_dir)
+        self.gateway, self.url = start_gateway(self.redis.url, log_dir, **env)
         self.log_dir = log_dir
+        self.env = env  # extra environment for its gateway and workers (e.g. FLUXGATE_CATALOG)
         self.workers: list[Proc] = []
         self.api = httpx.Client(base_url=self.url, headers={"x-key": make_key(self.redis.url)}, timeout=30)
 
     def worker(self, variants: str = "", **extra: str) -> Proc:
-        proc = start_worker(self.redis.url, self.log_dir, variants=variants, **extra)
+        proc = start_worker(self.redis.url, self.log_dir, variants=variants, **{**self.env, **extra})
         self.workers.append(proc)
         return proc
 

@@ -10,7 +10,7 @@ import httpx
 from PIL import Image
 
 from models.demo.world import Attributes, render
-from tests.conftest import Proc, make_key
+from tests.conftest import Proc, Service, make_key
 from tests.test_service_jobs import PROMPT, finished
 
 WAIT = {"Prefer": "wait=60"}
@@ -87,3 +87,38 @@ def test_caption_rank_upscale_and_rerank(api: httpx.Client, worker: Proc) -> Non
     assert finished(api, single["id"])["status"] == "succeeded"
     refused = api.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT, "rerank": 2})
     assert refused.status_code == 422 and "cannot rerank" in refused.text
+
+
+FILL_CATALOG = """
+[variants.fill]
+family = "flux"
+preset = "demo-flux1-fill"
+tasks = ["inpaint"]
+default_steps = 4
+max_steps = 8
+default_guidance = 30.0
+max_guidance = 50.0
+default_width = 64
+default_height = 64
+max_size = 128
+max_pixels = 16384
+"""
+
+
+def test_inpainting_runs_the_fill_architecture(tmp_path, log_dir) -> None:  # noqa: ANN001
+    # The Fill architecture at demo size (untrained: this checks the path, not the picture).
+    catalog = tmp_path / "fill.toml"
+    catalog.write_text(FILL_CATALOG)
+    service = Service(tmp_path, log_dir, FLUXGATE_CATALOG=str(catalog))
+    try:
+        service.worker(variants="fill", FLUXGATE_WORKER_PROFILE_MEMORY="false")
+        mask = Image.new("L", (64, 64), 0)
+        mask.paste(255, (16, 16, 48, 48))
+        body = {"model": "fill", "prompt": PROMPT, "image": b64_png(shape()), "mask": b64_png(mask.convert("RGB"))}
+        job = service.api.post("/v1/generate", json=body, headers=WAIT).json()
+        assert job["status"] == "succeeded" and job["task"] == "inpaint", job
+        assert Image.open(io.BytesIO(service.api.get(job["images"][0]["url"]).content)).size == (64, 64)
+        text_only = service.api.post("/v1/generate", json={"model": "fill", "prompt": PROMPT})
+        assert text_only.status_code == 422 and "does not do text-to-image" in text_only.text
+    finally:
+        service.close()
