@@ -125,6 +125,16 @@ class Worker:
         batch = self._start(self.scheduler.take(key, self.memory.cap(key)))
         if not batch:
             return
+        # A redelivered job (its worker died while running it) runs alone: if it is what kills
+        # workers, it must not take good jobs down with it again and use up their attempts.
+        for running in [r for r in batch if r.job.attempts > 1]:
+            batch.remove(running)
+            if key[1] in ONE_JOB_TASKS:
+                self._run_task(running)
+            else:
+                self._run_whole(key, [running])
+        if not batch:
+            return
         pipeline = self.pipelines[key[0]]
         task = key[1]
         if task in ONE_JOB_TASKS or any(r.job.params.get("rerank") for r in batch):
