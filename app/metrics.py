@@ -53,6 +53,12 @@ class Metrics:
         self.variant_workers = Gauge("fluxgate_variant_workers_live", "live workers serving the variant",
                                      ["variant"], registry=r)
         self.redis_up = Gauge("fluxgate_redis_up", "1 when the last scrape reached Redis", registry=r)
+        # Written by each worker to Redis with its heartbeat (workers/metrics.py): counters and sums per
+        # variant, e.g. forward_images_sum / forward_passes = mean batch size, queue_wait_seconds_sum /
+        # started_jobs = mean queue wait, run_seconds_sum / forward_passes = step time, images,
+        # oom_errors, failed_jobs, max_batch_images, peak_memory_bytes.
+        self.worker_stats = Gauge("fluxgate_worker_stat", "a worker's own metrics (see workers/metrics.py)",
+                                  ["worker", "variant", "name"], registry=r)
         # Set at the first scrape from Redis's clock (stream ids use it, not this host's): only ledger events
         # after that are counted, as counters start at 0 with the process anyway.
         self.ledger_cursor: str | None = None
@@ -69,11 +75,8 @@ class Metrics:
 
 
 def _streams(variant: str, priorities: list[int]) -> list[str]:
-    """The variant's stream keys: one per priority level where the store splits them, else one."""
-    try:
-        return sorted({keys.variant_stream(variant, p) for p in priorities})  # type: ignore[call-arg]
-    except TypeError:
-        return [keys.variant_stream(variant)]
+    """The variant's stream keys: one per priority level."""
+    return sorted({keys.variant_stream(variant, p) for p in priorities})
 
 
 async def refresh(metrics: Metrics, store: JobStore, variants: list[str], priorities: list[int]) -> None:
@@ -100,6 +103,12 @@ async def refresh(metrics: Metrics, store: JobStore, variants: list[str], priori
     metrics.workers.set(len(workers))
     for variant in variants:
         metrics.variant_workers.labels(variant).set(sum(variant in served for served in workers.values()))
+    metrics.worker_stats.clear()  # workers come and go: only the current ones
+    async for name in redis.scan_iter(match=keys.WORKER_METRICS_PATTERN, count=100):
+        worker = name.removeprefix(keys.worker_metrics(""))
+        for field, value in (await redis.hgetall(name)).items():
+            variant, _, stat = field.partition(":")
+            metrics.worker_stats.labels(worker, variant, stat).set(float(value))
     if metrics.ledger_cursor is None:
         seconds, micros = await redis.time()
         metrics.ledger_cursor = f"{int(seconds) * 1000 + int(micros) // 1000}-0"

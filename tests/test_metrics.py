@@ -54,6 +54,18 @@ def test_metrics_count_requests_jobs_and_queues(api: httpx.Client, gateway: str,
     for variant in ("schnell", "dev", "klein"):
         assert ("fluxgate_queue_depth", (("variant", variant),)) in after
         assert value(after, "fluxgate_variant_workers_live", variant=variant) >= 1
+    # The worker's own metrics (batch sizes, queue wait, step time, images), written with its heartbeat.
+    def worker_stat(samples: dict, stat: str) -> float:
+        return sum(v for (name, labels), v in samples.items() if name == "fluxgate_worker_stat"
+                   and ("variant", "schnell") in labels and ("name", stat) in labels)
+
+    def worker_reported() -> dict | None:
+        samples = scrape(gateway)
+        return samples if worker_stat(samples, "images") >= 2 else None
+
+    stats = wait_until(worker_reported, 10, 0.2, message="worker metrics in /metrics")
+    assert worker_stat(stats, "forward_passes") >= 1 and worker_stat(stats, "forward_images_sum") >= 2
+    assert worker_stat(stats, "started_jobs") >= 1 and worker_stat(stats, "max_batch_images") >= 1
 
 
 def test_logs_are_json_lines_with_job_ids_and_no_keys(gateway: str, redis_server: EmbeddedRedis, log_dir: Path,
