@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import resource
 import threading
 import time
 from collections.abc import Callable
@@ -58,6 +59,13 @@ def _trim() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:  # not glibc: the estimate is just less tight
         pass
+
+
+def process_peak(device: torch.device) -> int:
+    """The peak memory so far: CUDA's allocator peak, or the process's peak resident set on CPU."""
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def measure_peak(run: Callable[[], object], device: torch.device) -> int:

@@ -31,7 +31,7 @@ from store.records import JobStatus
 from store.tiers import load_tiers
 from workers.batch import OOM_ERRORS, Batch, Running, requests_for
 from workers.encode import encode_image
-from workers.memory import MemoryModel
+from workers.memory import MemoryModel, process_peak
 from workers.metrics import WorkerMetrics
 from workers.scheduler import Pending, Scheduler
 from workers.settings import WorkerSettings
@@ -51,6 +51,7 @@ class Worker:
         self.memory = memory or MemoryModel(budget=2**62, operator_cap=self.max_batch)
         self.scheduler = Scheduler(settings.worker_aging_per_s)
         self.metrics = WorkerMetrics()
+        self.device = torch.device(settings.device)
         self.session: Batch | None = None
         self.stop = threading.Event()
         self._last_reclaim = 0.0
@@ -219,6 +220,7 @@ class Worker:
             return
         elapsed = time.monotonic() - started
         self.metrics.batch(key[0], len(requests), elapsed, max(r.steps for r in requests))
+        self.metrics.peak_memory(key[0], process_peak(self.device))
         for running in batch:
             outputs = [images[i] for i in running.indices]
             self._complete(running, outputs, elapsed)
@@ -308,6 +310,7 @@ class Worker:
             started = time.monotonic()
             finished = session.step()
             self.metrics.step(session.key[0], session.images, time.monotonic() - started)
+            self.metrics.peak_memory(session.key[0], process_peak(self.device))
         except OOM_ERRORS + (Exception,) as err:
             if isinstance(err, redis.ConnectionError):
                 raise  # Redis, not the job, failed: see _forget_local_work
