@@ -1,10 +1,11 @@
 """Distil the demo base models: CFG into dev's guidance input, and few-step students.
 
-    nice -n 10 python -m models.demo.train_distill --mode guidance --steps 600   # dev, ~8 min
-    nice -n 10 python -m models.demo.train_distill --mode schnell --steps 800    # ~10 min incl. bank
-    nice -n 10 python -m models.demo.train_distill --mode klein --steps 800      # ~12 min incl. bank
+    nice -n 10 python -m models.demo.train_distill --mode guidance --steps 150 --lr 5e-4
+    nice -n 10 python -m models.demo.train_distill --mode schnell --steps 250 --bank 512 --lr 3e-4
+    nice -n 10 python -m models.demo.train_distill --mode klein --steps 250 --bank 512 --lr 3e-4
 
-(wall times on 2 CPU cores shared with other work; each run's own is in runs/distill_<mode>/log.jsonl.)
+Wall time: a few minutes each on one thread of the shared 2-core CPU (the trajectory bank is
+most of it for schnell and klein); each run's own is in runs/distill_<mode>/log.jsonl.
 
 guidance: the student (init: the dev base) learns v(x_t, t, c, g) = v_u + g (v_c - v_u) of the
   frozen base for g ~ U(1, 6) at noised data points: FLUX.1-dev's guidance distillation, so the

@@ -1,9 +1,13 @@
 """Train a demo flow transformer jointly with the demo text encoder (rectified flow, flux.md §8).
 
-    nice -n 10 python -m models.demo.train_flow --arch dev --steps 3000     # dev base, ~25 min
-    nice -n 10 python -m models.demo.train_flow --arch klein --steps 3000   # klein base, ~25 min
+    nice -n 10 python -m models.demo.train_flow --arch dev --steps 2000     # dev base
+    nice -n 10 python -m models.demo.train_flow --arch klein --steps 2000   # klein base
 
-(wall times: 2 CPU cores shared with other work; see runs/flow_<arch>/log.jsonl for a run's own.)
+Wall time: ~15 min each for 2,000 steps of batch 32 on one thread of a 2-core CPU shared with
+other jobs (0.35-1.1 s a step as the load varied; runs/flow_<arch>/log.jsonl has a run's own).
+The shipped runs were stopped and resumed on the way (at 500/600 steps with --steps 1000, at
+1000 with --steps 2000, as the machine's load changed), which re-stretches the cosine schedule;
+a straight --steps 2000 run is the clean way to reproduce them.
 
 Convention as the sampler integrates it: x_t = (1 - t) x0 + t eps, the model predicts eps - x0,
 t ~ logit-normal(0.8, 1) (skewed to the noisy end; see T_MEAN), plus a small auxiliary loss that
