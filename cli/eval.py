@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,13 +28,32 @@ def _fmt(x: float | None) -> str:
     return "  -  " if x is None else f"{x:.3f}"
 
 
+def resolve_variant(variant_or_preset: str, catalog: str = "demo") -> dict[str, Any]:
+    """Catalog variant -> family, preset, absolute checkpoints, defaults. A name that is no
+    variant of the catalog is taken as a FLUX preset (demo presets build random weights)."""
+    from store.catalog import load_catalog
+
+    cat = load_catalog(catalog)
+    variant = cat.get(variant_or_preset)
+    if variant is not None:
+        return {"name": variant.name, "family": variant.family, "preset": variant.preset,
+                "checkpoints": cat.checkpoint_paths(variant), "steps": variant.default_steps,
+                "guidance": variant.default_guidance, "size": variant.default_width}
+    from models.flux.presets import get_preset
+
+    p = get_preset(variant_or_preset)  # KeyError names the known presets
+    return {"name": p.name, "family": "flux", "preset": p.name, "checkpoints": {}, "steps": p.steps,
+            "guidance": p.guidance, "size": 64}
+
+
 def run(args: argparse.Namespace) -> int:
     from models.demo.evaluate import evaluate_variant
 
     def progress(done: int, total: int) -> None:
         print(f"\r{done}/{total}", end="", file=sys.stderr, flush=True)
 
-    report = evaluate_variant(args.model, args.n, catalog=args.catalog, language=args.language, steps=args.steps,
+    report = evaluate_variant(resolve_variant(args.model, args.catalog), args.n, language=args.language,
+                              steps=args.steps,
                               guidance=args.guidance, batch_size=args.batch_size, threads=args.threads,
                               progress=progress)
     print(file=sys.stderr)
