@@ -1,86 +1,136 @@
-"""Evaluate a demo CogView on the shapes world: generation, reranking and VQ round trip.
+"""Evaluate a demo CogView on the shapes world's seeded prompt set (models.demo.prompts).
 
-    python benchmarks/cogview_demo_eval.py --transformer runs/cogview-demo/transformer.safetensors \\
-        --vqvae runs/cogview-demo/vqvae.safetensors [--n 60]
+    python benchmarks/cogview_demo_eval.py \\
+        --transformer models/demo/weights/cogview_transformer.safetensors \\
+        --vqvae models/demo/weights/cogview_vqvae.safetensors [--n 270] [--json out.json]
 
-Prints, side by side in one run:
-- judge accuracy of text-to-image samples per attribute (bg, color, shape, position, all four),
-  for English and Chinese prompts, against the VQ-VAE round trip of real renders (the ceiling);
-- reranking: how often the caption score prefers an image's own caption over a random other
-  one, on renders; and top-1 of self-reranking 4 samples vs the first sample.
+Reports, on the first n of the 270 seeded prompts (all of them by default):
+- VQ-VAE round trip of fresh renders, judged (the ceiling of text-to-image);
+- text-to-image alignment accuracy (all four attributes, per attribute, seen / unseen), English
+  and Chinese, and seconds per 64 px image;
+- self-reranking over k candidates (seeds seed, seed+1, ...) by caption log-likelihood: top-1,
+  a random candidate (expected), and the oracle;
+- captioning of fresh renders: fraction that parse to the true attributes (English, Chinese);
+- 2x super-resolution of fresh 64 px renders: attributes kept and sharpness vs bicubic
+  (models.demo.metrics.sr_report).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from typing import Any
 
 import numpy as np
 import torch
 
 from models.cogview.pipeline import load_cogview_pipeline
-from models.demo.captions import caption
 from models.demo.judge import judge
-from models.demo.world import Attributes, render, seen_attributes
+from models.demo.metrics import accuracy_report, caption_report, rerank_report, sr_report
+from models.demo.prompts import eval_prompts
+from models.demo.world import render
 from models.interface import ImageRequest
 
 FIELDS = ("bg", "color", "shape", "position")
 
 
-def accuracy(images, attrs: list[Attributes]) -> dict[str, float]:
-    got = [judge(im) for im in images]
-    out = {f: float(np.mean([getattr(g, f) == getattr(a, f) for g, a in zip(got, attrs, strict=True)])) for f in FIELDS}
-    out["all"] = float(np.mean([g == a for g, a in zip(got, attrs, strict=True)]))
-    return out
-
-
-def row(name: str, acc: dict[str, float]) -> str:
-    return f"{name:<28}" + "".join(f"{acc[k]:>9.0%}" for k in (*FIELDS, "all"))
+def line(name: str, rep: dict[str, Any]) -> str:
+    per = rep["per_attribute"]
+    seen, unseen = rep["seen"]["accuracy"], rep["unseen"]["accuracy"]
+    return (
+        f"{name:<34}" + "".join(f"{per[k]:>9.1%}" for k in FIELDS) + f"{rep['accuracy']:>9.1%}"
+        + f"{seen:>9.1%}" + (f"{unseen:>9.1%}" if unseen is not None else f"{'-':>9}")
+    )  # fmt: skip
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--transformer")
     ap.add_argument("--vqvae")
-    ap.add_argument("--n", type=int, default=60)
+    ap.add_argument("--n", type=int, default=270)
+    ap.add_argument("--k", type=int, default=4, help="candidates per prompt for reranking")
+    ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip", nargs="*", default=[], choices=("t2i", "zh", "rerank", "caption", "sr"))
+    ap.add_argument("--sr-n", type=int, default=60, help="prompts for super-resolution (slow: 9 windows)")
+    ap.add_argument("--json", help="also write every number here")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     ckpt = {k: v for k, v in (("transformer", args.transformer), ("vqvae", args.vqvae)) if v}
     pipe = load_cogview_pipeline("demo-cogview", ckpt)
-    rng = np.random.default_rng(0)
-    pool = seen_attributes()
-    attrs = [pool[i] for i in rng.choice(len(pool), args.n, replace=False)]
-    real = [render(a, 64, seed=i) for i, a in enumerate(attrs)]
-    print(f"{'':<28}" + "".join(f"{k:>9}" for k in (*FIELDS, "all")))
-    print(row("real renders (judge)", accuracy(real, attrs)))
-    codes = pipe.vqvae.images_to_codes(real, 64)
-    print(row("VQ-VAE round trip", accuracy(pipe.vqvae.codes_to_images(codes), attrs)))
-    for lang in ("en", "zh"):
-        reqs = [ImageRequest(caption(a, lang), i, 64, 64, 0, 0.0) for i, a in enumerate(attrs)]
+    prompts = eval_prompts(args.n)
+    truth = [p.attrs for p in prompts]
+    out: dict[str, Any] = {"n": len(prompts), "checkpoints": ckpt}
+    print(f"{'':<34}" + "".join(f"{k:>9}" for k in (*FIELDS, "all", "seen", "unseen")))
+    real = [render(p.attrs, 64, p.seed) for p in prompts]
+    out["judge_on_renders"] = accuracy_report(truth, [judge(im) for im in real])
+    print(line("real renders (judge)", out["judge_on_renders"]))
+    rec = pipe.vqvae.codes_to_images(pipe.vqvae.images_to_codes(real, 64))
+    out["vq_round_trip"] = accuracy_report(truth, [judge(im) for im in rec])
+    print(line("VQ-VAE round trip", out["vq_round_trip"]))
+
+    def generate(lang: str, offset: int = 0) -> tuple[list, float]:
+        reqs = [ImageRequest(p.text(lang), p.seed + offset, 64, 64, 0, 0.0) for p in prompts]
         t = time.perf_counter()
-        images = [im for k in range(0, len(reqs), 16) for im in pipe.generate(reqs[k : k + 16])]
-        dt = (time.perf_counter() - t) / len(reqs)
-        print(row(f"text-to-image {lang} ({dt * 1e3:.0f} ms/img)", accuracy(images, attrs)))
+        ims = [im for k in range(0, len(reqs), args.batch) for im in pipe.generate(reqs[k : k + args.batch])]
+        return ims, (time.perf_counter() - t) / len(reqs)
 
-    # Caption likelihood: own caption vs another image's caption, on real renders.
-    wins = 0
-    for i, a in enumerate(attrs):
-        other = attrs[(i + 1 + int(rng.integers(len(attrs) - 1))) % len(attrs)]
-        lang = "en" if i % 2 else "zh"
-        own, wrong = pipe.cap_loss(caption(a, lang), [real[i]])[0], pipe.cap_loss(caption(other, lang), [real[i]])[0]
-        wins += own < wrong
-    print(f"caption loss prefers the true caption: {wins / len(attrs):.0%} of {len(attrs)}")
+    for lang in ("en", "zh"):
+        if "t2i" in args.skip or (lang == "zh" and "zh" in args.skip):
+            continue
+        ims, dt = generate(lang)
+        rep = accuracy_report(truth, [judge(im) for im in ims])
+        rep["seconds_per_image"] = dt
+        out[f"t2i_{lang}"] = rep
+        print(line(f"text-to-image {lang} ({dt:.3f} s/img)", rep))
+        if lang == "en" and "rerank" not in args.skip:
+            cands = [ims] + [generate(lang, off)[0] for off in range(1, args.k)]
+            correct, scores, best = [], [], []
+            for i, p in enumerate(prompts):
+                c = [cands[j][i] for j in range(args.k)]
+                s = pipe.score(p.text(lang), c)
+                correct.append([judge(im) == p.attrs for im in c])
+                scores.append(s)
+                best.append(judge(c[int(np.argmax(s))]))
+            rep = accuracy_report(truth, best)
+            rep.update(rerank_report(correct, scores))
+            out[f"rerank{args.k}_{lang}"] = rep
+            print(line(f"t2i {lang}, reranked best of {args.k}", rep))
+            print(f"  random candidate {rep['random_accuracy']:.1%}, oracle {rep['oracle_accuracy']:.1%}")
 
-    # Self-reranking: 4 samples per prompt, keep the best by caption score.
-    first, best = [], []
-    for i, a in enumerate(attrs[:20]):
-        p = caption(a, "en")
-        ims = pipe.generate([ImageRequest(p, 100 * i + s, 64, 64, 0, 0.0) for s in range(4)])
-        first.append(ims[0])
-        best.append(ims[pipe.rerank(p, ims)[0]])
-    print(row("t2i en, first of 4", accuracy(first, attrs[:20])))
-    print(row("t2i en, reranked best of 4", accuracy(best, attrs[:20])))
+    if "caption" not in args.skip:
+        for lang in ("en", "zh"):
+            t = time.perf_counter()
+            caps: list[str] = []
+            for k in range(0, len(real), args.batch):
+                seeds = [p.seed for p in prompts[k : k + args.batch]]
+                caps.extend(pipe.caption(real[k : k + args.batch], lang, seeds))
+            rep = caption_report(caps, truth)
+            rep["seconds_per_image"] = (time.perf_counter() - t) / len(real)
+            rep["examples"] = caps[:3]
+            out[f"caption_{lang}"] = rep
+            print(
+                line(f"captions {lang} parse right", rep) + f"   parse rate {rep['parse_rate']:.1%}  e.g. {caps[0]!r}"
+            )
+
+    if "sr" not in args.skip:
+        sub = prompts[: args.sr_n]
+        lows = real[: args.sr_n]
+        t = time.perf_counter()
+        highs = [im for k in range(0, len(lows), args.batch)
+                 for im in pipe.upscale(lows[k : k + args.batch], [p.en for p in sub[k : k + args.batch]],
+                                        [p.seed for p in sub[k : k + args.batch]])]  # fmt: skip
+        rep = sr_report(highs, lows, [p.attrs for p in sub])
+        rep["seconds_per_image"] = (time.perf_counter() - t) / len(lows)
+        out["sr"] = rep
+        print(f"super-resolution 64->128 on {len(lows)}: attributes kept {rep['attributes_kept']:.1%}, "
+              f"sharpness {rep['sharpness_sr']:.1f} vs bicubic {rep['sharpness_bicubic']:.1f} "
+              f"(ratio {rep['sharpness_ratio']:.2f}), consistency PSNR {rep['consistency_psnr_sr']:.1f} dB "
+              f"vs bicubic {rep['consistency_psnr_bicubic']:.1f} dB, {rep['seconds_per_image']:.2f} s/img")  # fmt: skip
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1, default=str)
 
 
 if __name__ == "__main__":

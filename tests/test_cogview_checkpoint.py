@@ -121,7 +121,8 @@ def test_inspect_checkpoint(tmp_path) -> None:
     save_file(pipe.vqvae.state_dict(), str(tmp_path / "vq.safetensors"))
     rep = inspect_checkpoint(tmp_path / "vq.safetensors")
     assert rep is not None and rep["component"] == "vqvae" and rep["variant"] == "demo-cogview vqvae" and rep["ok"]
-    codebook_stats = 512 + 64 * 512  # cluster_size, embed_avg: EMA state, not parameters
+    vq_cfg = pipe.cfg.vqvae
+    codebook_stats = vq_cfg.n_codes * (1 + vq_cfg.embed_dim)  # cluster_size, embed_avg: EMA state, not parameters
     assert rep["parameters"] == sum(v.numel() for v in pipe.vqvae.state_dict().values()) - codebook_stats
 
     save_file({"model.diffusion.weight": torch.zeros(2)}, str(tmp_path / "other.safetensors"))

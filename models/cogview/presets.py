@@ -32,9 +32,11 @@ DEMO = CogViewConfig(
     text_tokenizer="bytes",
     image_grid=8,
     size_token="[TINY]",  # CogView's tag for 8x8-token images
-    vqvae=VQVAEConfig(channels=64, embed_dim=64, n_codes=512),
+    vqvae=VQVAEConfig(channels=64, embed_dim=32, n_codes=512),
     top_k=100,
-    caption_tokens=48,  # a shapes-world caption is ~45 UTF-8 bytes; CogView has no end token
+    # CogView has no end token: the demo captioner is trained on captions padded with spaces to
+    # this length (the longest shapes-world caption is 53 UTF-8 bytes).
+    caption_tokens=56,
     max_batch=16,
 )
 
