@@ -15,7 +15,10 @@ def _succeeded_events(client: redis.Redis, job_id: str) -> int:
 
 
 def test_worker_killed_mid_queue_every_job_completes_once(service: Service) -> None:
-    api, client = service.api, redis.Redis.from_url(service.redis.url)
+    # A paying account: every job is charged exactly once, reruns included.
+    api = httpx.Client(base_url=service.url, headers={"x-key": make_key(service.redis.url, tier="paid",
+                                                                         credits=10**6)}, timeout=30)
+    client = redis.Redis.from_url(service.redis.url)
     ids = [api.post("/v1/generate", json={"model": "dev", "prompt": PROMPT, "seed": i, "steps": 50,
                                           "width": 128, "height": 128}).json()["id"] for i in range(12)]
     first = service.worker(variants="dev", FLUXGATE_WORKER_MAX_BATCH="2")
@@ -33,6 +36,10 @@ def test_worker_killed_mid_queue_every_job_completes_once(service: Service) -> N
     runners = [client.hmget(f"fg:job:{i}", "worker", "attempts") for i in ids]
     assert any(w == second_name.encode() for w, _ in runners)
     assert any(int(a) >= 2 for _, a in runners), runners
+    account = api.get("/v1/account").json()
+    cost = api.get(f"/v1/jobs/{ids[0]}").json()["cost"]
+    assert (account["spent"], account["reserved"], account["balance"]) == (12 * cost, 0, 10**6 - 12 * cost)
+    api.close()
 
 
 def test_redis_restart_keeps_queued_jobs(tmp_path, log_dir) -> None:  # noqa: ANN001
