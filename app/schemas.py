@@ -32,6 +32,9 @@ class GenerateRequest(BaseModel):
     rerank: int | None = Field(default=None, ge=2, le=8,
                                description="CogView: generate this many candidates per image and keep the one "
                                            "whose caption likelihood is best; billed as that many images")
+    webhook_url: str | None = Field(default=None, max_length=2000,
+                                    description="POSTed a signed event (Standard Webhooks, your account's "
+                                                "webhook_secret) when the job ends")
     deadline_s: float | None = Field(default=None, gt=0, le=86400, allow_inf_nan=False,
                                      description="expire (never run, never charged) if not started within this many "
                                                  "seconds")
@@ -134,6 +137,7 @@ class AccountInfo(BaseModel):
     reserved: int = Field(description="milli-credits held by unfinished jobs")
     spent: int = Field(description="milli-credits charged so far")
     created_at: float
+    webhook_secret: str = Field(default="", description="verifies the signatures of this account's webhooks")
 
 
 class AccountView(AccountInfo):

@@ -7,6 +7,7 @@ An account holds keys, a tier and a credit balance in integer milli-credits:
 
 from __future__ import annotations
 
+import base64
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ class Account:
     reserved: int
     spent: int
     created_at: float
+    webhook_secret: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ class AccountStore:
     # -- accounts -----------------------------------------------------------------------------
     async def create_account(self, name: str, tier: str, credits: int = 0) -> Account:
         account_id = "acct_" + secrets.token_hex(8)
+        # Standard Webhooks secret: the account verifies the signatures of its job events with it.
         fields = {"id": account_id, "name": name, "tier": tier, "balance": credits, "reserved": 0, "spent": 0,
-                  "created_at": f"{time.time():.3f}"}
+                  "created_at": f"{time.time():.3f}",
+                  "webhook_secret": "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()}
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(keys.account(account_id), mapping=fields)
         pipe.sadd(keys.ACCOUNTS, account_id)
@@ -167,4 +171,5 @@ def key_fields(record: KeyRecord) -> dict[str, str]:
 def _account(data: dict) -> Account:
     return Account(id=str(data["id"]), name=str(data.get("name", "")), tier=str(data.get("tier", "free")),
                    balance=int(data.get("balance", 0)), reserved=int(data.get("reserved", 0)),
-                   spent=int(data.get("spent", 0)), created_at=float(data.get("created_at", 0)))
+                   spent=int(data.get("spent", 0)), created_at=float(data.get("created_at", 0)),
+                   webhook_secret=str(data.get("webhook_secret", "")))

@@ -111,6 +111,8 @@ def account_ledger(account_id: str) -> str:
 
 
 LEDGER = f"{PREFIX}ledger"  # Stream: every usage event, for billing exports
+WEBHOOKS = f"{PREFIX}webhooks"  # Stream: job events to deliver to webhook URLs (group WEBHOOK_GROUP)
+WEBHOOK_GROUP = "webhooks"
 
 
 DELIVERY_SECRET = f"{PREFIX}delivery:secret"  # String: HMAC secret of signed image delivery URLs (all gateways)

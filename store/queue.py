@@ -158,7 +158,7 @@ class WorkQueue:
             keys=[keys.job(job.id), keys.job_events(job.id),
                   delivery.stream if delivery else keys.variant_stream(job.variant, job.priority),
                   keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day),
-                  keys.LEDGER, keys.account_ledger(job.account)],
+                  keys.LEDGER, keys.account_ledger(job.account), keys.WEBHOOKS],
             args=[status, f"{time.time():.3f}", delivery.entry_id if delivery else "", keys.WORKER_GROUP,
                   self.retention_s, event, len(usage) // 2, *usage, *extra],
         )

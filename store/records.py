@@ -61,6 +61,7 @@ class Job(BaseModel):
     charged: int | None = None  # milli-credits charged when it ended (0 unless succeeded)
     priority: int = 0
     day: str = ""  # UTC day it was admitted (YYYYMMDD): its daily-quota bucket
+    webhook_url: str | None = None  # POSTed a signed event when the job ends
     deadline: float | None = None  # unix time; not started by then -> expired, never run or charged
     created_at: float
     started_at: float | None = None

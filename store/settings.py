@@ -13,5 +13,7 @@ class CommonSettings(BaseSettings):
     catalog: str = "demo"
     # Tier definitions (TOML); empty: the shipped store/tiers.toml (free, paid, internal).
     tiers: str = ""
+    # Webhook URLs may point at private, loopback or link-local addresses (off: an SSRF guard).
+    webhook_allow_private: bool = False
     # How long finished jobs and their images are kept (seconds; `expires_at` in the job).
     retention_s: int = 24 * 3600

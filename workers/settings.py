@@ -38,6 +38,9 @@ class WorkerSettings(CommonSettings):
     # A job whose run was started this many times without finishing (its worker died each time)
     # fails with a clear error instead of being retried forever.
     worker_max_attempts: int = 3
+    # Webhook deliveries: tries per event, and the first retry's delay (doubling after each try).
+    worker_webhook_attempts: int = 5
+    worker_webhook_backoff_s: float = 1.0
     # Stable consumer name (e.g. the pod name); default host-pid.
     worker_name: str = ""
 

@@ -36,6 +36,7 @@ from workers.metrics import WorkerMetrics
 from workers.scheduler import Pending, Scheduler
 from workers.settings import WorkerSettings
 from workers.tasks import ONE_JOB_TASKS, run_task
+from workers.webhooks import WebhookDispatcher
 
 log = logging.getLogger("fluxgate.worker")
 
@@ -67,6 +68,9 @@ class Worker:
         self.queue.ensure_groups()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
+        hooks = WebhookDispatcher(self.settings.redis_url, self.queue.consumer, self.stop,
+                                  self.settings.worker_webhook_attempts, self.settings.worker_webhook_backoff_s)
+        threading.Thread(target=hooks.run, name="webhooks", daemon=True).start()
         log.info("worker %s serving %s (batching %s)", self.queue.consumer, ", ".join(self.pipelines),
                  self.settings.worker_batching)
         try:

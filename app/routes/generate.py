@@ -16,6 +16,7 @@ from app.auth import Accounts, Caller, CurrentCaller, Store, quota_headers
 from app.images import resolve_image
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
+from app.webhooks import check_webhook_url
 from store.accounts import AccountStore
 from store.catalog import Variant
 from store.jobstore import Admission, JobStore, SubmitResult
@@ -151,6 +152,8 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
         if "rerank" not in variant.tasks:
             raise _invalid("rerank", f"{variant.name} cannot rerank; CogView variants can")
         params["rerank"] = body.rerank
+    if body.webhook_url:
+        await check_webhook_url(body.webhook_url, request.app.state.settings.webhook_allow_private)
     idem_hash, fingerprint = _idempotency(idempotency_key, body)
     seed = body.seed if body.seed is not None else secrets.randbelow(2**31)
     # Reranking generates `rerank` candidates per delivered image, and each is billed.
@@ -163,7 +166,7 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
         seeds=[seed + i for i in range(body.n)], output_format=body.output_format, cost=cost,
         reserved=cost if caller.tier.pays_credits else 0, priority=caller.tier.priority, created_at=now,
         deadline=now + body.deadline_s if body.deadline_s is not None else None,
-        task=task, inputs=len(inputs), params=params,
+        task=task, inputs=len(inputs), params=params, webhook_url=body.webhook_url,
     )
     if inputs:
         await store.put_inputs(job.id, inputs)

@@ -2,7 +2,7 @@
 -- already terminal (a duplicate delivery finishing second) changes nothing and is only acked.
 -- Succeeded: the reservation becomes a charge and one usage event joins the ledgers.
 -- KEYS: 1 job hash, 2 job events, 3 variant stream, 4 account hash, 5 account's active set,
---       6 daily images counter, 7 global ledger stream, 8 account ledger stream
+--       6 daily images counter, 7 global ledger stream, 8 account ledger stream, 9 webhook stream
 -- ARGV: 1 status, 2 now, 3 stream entry id ('' = none), 4 consumer group, 5 retention seconds,
 --       6 terminal-event JSON, 7 number of usage-event field/value pairs (0 unless succeeded),
 --       then the usage event's pairs, then extra job record pairs (error, images, expires_at, ...)
@@ -25,6 +25,9 @@ if status == 'queued' or status == 'running' then
     redis.call('XADD', KEYS[8], '*', unpack(usage))
   end
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', ARGV[1], 'data', ARGV[6])
+  if redis.call('HEXISTS', KEYS[1], 'webhook_url') == 1 then
+    redis.call('XADD', KEYS[9], '*', 'job', redis.call('HGET', KEYS[1], 'id'), 'status', ARGV[1])
+  end
   changed = 1
 end
 if status then

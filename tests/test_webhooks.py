@@ -1,0 +1,76 @@
+"""Webhooks: signed per Standard Webhooks (verified with the independent `standardwebhooks`
+package), retried until the receiver accepts, and refused for private addresses (SSRF guard)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+from pathlib import Path
+
+from fastapi.testclient import TestClient
+from standardwebhooks import Webhook
+
+from app.main import create_app
+from app.settings import GatewaySettings
+from store.embedded import free_port
+from tests.conftest import Service, make_key, wait_until
+from tests.test_service_jobs import PROMPT, finished
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """Fails the first two deliveries with 500, then accepts; records every request."""
+
+    received: list[tuple[dict[str, str], bytes, int]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["content-length"]))
+        status = 500 if len(Receiver.received) < 2 else 200
+        Receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
+        self.send_response(status)
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_webhook_is_signed_and_retried_until_delivered(tmp_path: Path, log_dir: Path) -> None:
+    Receiver.received = []
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The receiver is on loopback, which the SSRF guard refuses unless the operator allows it.
+    service = Service(tmp_path, log_dir, FLUXGATE_WEBHOOK_ALLOW_PRIVATE="true")
+    try:
+        service.worker(variants="schnell", FLUXGATE_WORKER_PROFILE_MEMORY="false",
+                       FLUXGATE_WORKER_WEBHOOK_BACKOFF_S="0.2")
+        body = {"model": "schnell", "prompt": PROMPT, "webhook_url": f"http://127.0.0.1:{port}/hook"}
+        job_id = service.api.post("/v1/generate", json=body).json()["id"]
+        assert finished(service.api, job_id)["status"] == "succeeded"
+        wait_until(lambda: len(Receiver.received) >= 3, 30, 0.1, message="the third delivery")
+        assert [status for _, _, status in Receiver.received] == [500, 500, 200]  # the third try lands
+        secret = service.api.get("/v1/account").json()["webhook_secret"]
+        ids = set()
+        for headers, payload, _ in Receiver.received:
+            event = Webhook(secret).verify(payload.decode(), headers)  # raises on a bad signature
+            assert event["type"] == "job.succeeded" and event["data"]["id"] == job_id
+            ids.add(headers["webhook-id"])
+        assert len(ids) == 1  # the same message id on every retry, so receivers can deduplicate
+        forged = dict(Receiver.received[-1][0], **{"webhook-signature": "v1,AAAA"})
+        try:
+            Webhook(secret).verify(Receiver.received[-1][1].decode(), forged)
+            raise AssertionError("a forged signature verified")
+        except Exception as err:  # noqa: BLE001  the package raises its own verification error
+            assert "signature" in str(err).lower() or "verif" in str(err).lower()
+    finally:
+        service.close()
+        server.shutdown()
+
+
+def test_webhook_url_ssrf_guard(redis_server) -> None:  # noqa: ANN001
+    with TestClient(create_app(GatewaySettings(redis_url=redis_server.url))) as client:
+        headers = {"x-key": make_key(redis_server.url)}
+        for url in ("http://127.0.0.1:8080/x", "http://10.0.0.5/x", "http://169.254.169.254/latest",
+                    "http://[::1]/x", "ftp://example.com/x", "http://user:pw@example.com/x", "not a url"):
+            response = client.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT, "webhook_url": url},
+                                   headers=headers)
+            assert response.status_code == 422 and "webhook_url" in response.text, (url, response.text)
