@@ -87,7 +87,8 @@ class JobStore:
         canceled = event_json(status="canceled")
         result = await self._cancel(
             keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(job.variant),
-                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day)],
+                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day),
+                  keys.WEBHOOKS],
             args=[f"{time.time():.3f}", self.retention_s, canceled],
         )
         return str(result)

@@ -103,7 +103,8 @@ class WorkQueue:
         and the caller only acks the entry. `job` is the record as read before (for its keys)."""
         reply = self._start(
             keys=[keys.job(job.id), keys.job_events(job.id), keys.variant_queued(delivery.variant),
-                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day)],
+                  keys.account(job.account), keys.active_jobs(job.account), keys.daily_images(job.account, job.day),
+                  keys.WEBHOOKS],
             args=[self.consumer, f"{time.time():.3f}", event_json(status="running"),
                   event_json(status="expired", error="the job was not started before its deadline"),
                   self.retention_s],

@@ -21,10 +21,11 @@ class Receiver(http.server.BaseHTTPRequestHandler):
     """Fails the first two deliveries with 500, then accepts; records every request."""
 
     received: list[tuple[dict[str, str], bytes, int]] = []
+    fail_first = 2
 
     def do_POST(self) -> None:  # noqa: N802
         body = self.rfile.read(int(self.headers["content-length"]))
-        status = 500 if len(Receiver.received) < 2 else 200
+        status = 500 if len(Receiver.received) < Receiver.fail_first else 200
         Receiver.received.append(({k.lower(): v for k, v in self.headers.items()}, body, status))
         self.send_response(status)
         self.end_headers()
@@ -34,7 +35,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 
 def test_webhook_is_signed_and_retried_until_delivered(tmp_path: Path, log_dir: Path) -> None:
-    Receiver.received = []
+    Receiver.received, Receiver.fail_first = [], 2
     port = free_port()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -61,6 +62,26 @@ def test_webhook_is_signed_and_retried_until_delivered(tmp_path: Path, log_dir: 
             raise AssertionError("a forged signature verified")
         except Exception as err:  # noqa: BLE001  the package raises its own verification error
             assert "signature" in str(err).lower() or "verif" in str(err).lower()
+    finally:
+        service.close()
+        server.shutdown()
+
+
+def test_a_job_canceled_while_queued_is_reported(tmp_path: Path, log_dir: Path) -> None:
+    Receiver.received, Receiver.fail_first = [], 0
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    service = Service(tmp_path, log_dir, FLUXGATE_WEBHOOK_ALLOW_PRIVATE="true")
+    try:
+        service.worker(variants="dev", FLUXGATE_WORKER_PROFILE_MEMORY="false")  # delivers; never runs schnell
+        body = {"model": "schnell", "prompt": PROMPT, "webhook_url": f"http://127.0.0.1:{port}/hook"}
+        job_id = service.api.post("/v1/generate", json=body).json()["id"]
+        assert service.api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
+        wait_until(lambda: Receiver.received, 30, 0.1, message="the canceled event")
+        headers, payload, _ = Receiver.received[0]
+        event = Webhook(service.api.get("/v1/account").json()["webhook_secret"]).verify(payload.decode(), headers)
+        assert event["type"] == "job.canceled" and event["data"]["id"] == job_id
     finally:
         service.close()
         server.shutdown()

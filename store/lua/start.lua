@@ -3,7 +3,7 @@
 -- finished by an earlier delivery, expired just now because its deadline passed before it started)
 -- or 'missing'; the worker then only acks.
 -- KEYS: 1 job hash, 2 job events, 3 variant queued counter, 4 account hash, 5 account's active set,
---       6 daily images counter
+--       6 daily images counter, 7 webhook stream
 -- ARGV: 1 worker consumer name, 2 now (unix seconds), 3 running-event JSON, 4 expired-event JSON,
 --       5 retention seconds
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -23,6 +23,9 @@ if status == 'queued' then
                'error', 'the job expired: it was not started before its deadline')
     settle(KEYS[1], KEYS[4], KEYS[5], KEYS[6], false)
     redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'expired', 'data', ARGV[4])
+    if redis.call('HEXISTS', KEYS[1], 'webhook_url') == 1 then
+      redis.call('XADD', KEYS[7], '*', 'job', redis.call('HGET', KEYS[1], 'id'), 'status', 'expired')
+    end
     redis.call('EXPIRE', KEYS[1], ARGV[5])
     redis.call('EXPIRE', KEYS[2], ARGV[5])
     return {'expired'}
