@@ -22,7 +22,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.auth import Accounts, CurrentCaller, Store
+from app.auth import CurrentCaller, Store
 from app.routes.generate import submit_job
 from app.routes.urls import base_url
 from app.schemas import MAX_PROMPT_CHARS, GenerateRequest
@@ -190,8 +190,8 @@ def bfl_router(catalog: Catalog) -> APIRouter:
     table = endpoint_table(catalog, CompatSettings().bfl_endpoints)
 
     def make_handler(endpoint: str, variant_name: str):  # noqa: ANN202  (a FastAPI endpoint)
-        async def submit(body: BflRequest, request: Request, caller: CurrentCaller, store: Store,
-                         accounts: Accounts) -> BflSubmitResponse:
+        async def submit(body: BflRequest, request: Request, caller: CurrentCaller,
+                         store: Store) -> BflSubmitResponse:
             extra = body.model_extra or {}
             refused = [f for f in extra if f.startswith(_UNSUPPORTED) and extra[f] not in (None, "")]
             if refused:
@@ -203,7 +203,7 @@ def bfl_router(catalog: Catalog) -> APIRouter:
             generate = GenerateRequest(model=variant_name, prompt=body.prompt, width=width, height=height,
                                        steps=body.steps, guidance=body.guidance, seed=body.seed,
                                        output_format=body.output_format)
-            job = (await submit_job(request, caller, store, accounts, generate)).job
+            job = (await submit_job(request, caller, store, generate)).job
             return BflSubmitResponse(id=job.id, polling_url=f"{base_url(request)}/v1/get_result?id={job.id}",
                                      cost=job.cost / 1000, output_mp=round(job.width * job.height / 1e6, 4))
 

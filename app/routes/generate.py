@@ -12,12 +12,11 @@ from dataclasses import dataclass, replace
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.auth import Accounts, Caller, CurrentCaller, Store, quota_headers
+from app.auth import Caller, CurrentCaller, Store, quota_headers
 from app.images import resolve_image
 from app.routes.urls import job_response, job_urls
 from app.schemas import GenerateRequest, JobResponse, SubmitResponse
 from app.webhooks import check_webhook_url
-from store.accounts import AccountStore
 from store.catalog import Variant
 from store.jobstore import Admission, JobStore, SubmitResult
 from store.records import Job, JobStatus
@@ -129,8 +128,8 @@ async def _task_inputs(body: GenerateRequest, store: JobStore, caller: Caller) -
     return "text-to-image", []
 
 
-async def submit_job(request: Request, caller: Caller, store: JobStore, accounts: AccountStore,
-                     body: GenerateRequest, idempotency_key: str | None = None, *, task: str | None = None,
+async def submit_job(request: Request, caller: Caller, store: JobStore, body: GenerateRequest,
+                     idempotency_key: str | None = None, *, task: str | None = None,
                      inputs: list[bytes] | None = None, params: dict | None = None) -> Submitted:
     """Validate, price and admit one request; shared by /v1/generate, the image-task routes and the
     OpenAI/BFL-compatible routes, so every entrance applies the same limits, tiers and billing.
@@ -200,11 +199,11 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, accounts
                429: {"description": "rate, concurrency or daily limit; see Retry-After"}},
 )
 async def generate(
-    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+    body: GenerateRequest, request: Request, caller: CurrentCaller, store: Store,
     prefer: str | None = Header(default=None, description="wait=N (N <= 60): answer 200 with the finished job"),
     idempotency_key: str | None = Header(default=None, description="same key + body: the same job, one charge"),
 ) -> SubmitResponse | JSONResponse:
-    submitted = await submit_job(request, caller, store, accounts, body, idempotency_key)
+    submitted = await submit_job(request, caller, store, body, idempotency_key)
     job = submitted.job
     if submitted.replayed:
         return JSONResponse(

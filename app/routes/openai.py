@@ -16,7 +16,7 @@ from fastapi import APIRouter, Body, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.auth import Accounts, CurrentCaller, Store
+from app.auth import CurrentCaller, Store
 from app.routes.bfl import compat_settings, delivery_url
 from app.routes.generate import submit_job
 from app.routes.urls import job_urls
@@ -74,7 +74,7 @@ def _from_validation(err: ValidationError) -> JSONResponse:
 
 @router.post("/generations", responses={400: {"description": "invalid request (OpenAI error shape)"},
                                         504: {"description": "not finished in time; poll the job"}})
-async def create_image(request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+async def create_image(request: Request, caller: CurrentCaller, store: Store,
                        payload: Annotated[dict[str, Any], Body()]) -> JSONResponse:
     """Generate images and answer when they are done: `{created, data: [{b64_json | url}], ...}`."""
     try:
@@ -95,7 +95,7 @@ async def create_image(request: Request, caller: CurrentCaller, store: Store, ac
                                    seed=body.seed, steps=body.steps, guidance=body.guidance,
                                    output_format=output_format)
         # An Idempotency-Key (the SDKs can send one) makes a retried request the same job, charged once.
-        submitted = await submit_job(request, caller, store, accounts, generate,
+        submitted = await submit_job(request, caller, store, generate,
                                      request.headers.get("idempotency-key"))
     except ValidationError as err:
         return _from_validation(err)

@@ -6,12 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from app.auth import Accounts, Caller, CurrentCaller, Store
+from app.auth import Caller, CurrentCaller, Store
 from app.images import resolve_image
 from app.routes.generate import _prefer_wait, submit_job
 from app.routes.urls import job_response, job_urls
 from app.schemas import CaptionRequest, GenerateRequest, JobResponse, RankRequest, SubmitResponse, UpscaleRequest
-from store.accounts import AccountStore
 from store.jobstore import JobStore
 
 router = APIRouter(prefix="/v1", tags=["image tasks"])
@@ -30,9 +29,9 @@ def _variant_size(request: Request, model: str) -> int:
     return variant.default_width
 
 
-async def _admit(request: Request, caller: Caller, store: JobStore, accounts: AccountStore, body: GenerateRequest,
+async def _admit(request: Request, caller: Caller, store: JobStore, body: GenerateRequest,
                  task: str, inputs: list[bytes], params: dict, prefer: str | None) -> SubmitResponse | JSONResponse:
-    submitted = await submit_job(request, caller, store, accounts, body, task=task, inputs=inputs, params=params)
+    submitted = await submit_job(request, caller, store, body, task=task, inputs=inputs, params=params)
     job = submitted.job
     wait_s = _prefer_wait(prefer, request.app.state.settings.max_wait_s)
     if wait_s:
@@ -44,29 +43,29 @@ async def _admit(request: Request, caller: Caller, store: JobStore, accounts: Ac
 
 
 @router.post("/upscale", status_code=202, response_model=SubmitResponse, responses=_RESPONSES)
-async def upscale(body: UpscaleRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+async def upscale(body: UpscaleRequest, request: Request, caller: CurrentCaller, store: Store,
                   prefer: str | None = PreferHeader) -> SubmitResponse | JSONResponse:
     """Twice the resolution, in the model's token space (CogView's super-resolution)."""
     side = 2 * _variant_size(request, body.model)
     image = await resolve_image("image", body.image, store, caller.account_id)
     job_body = GenerateRequest(model=body.model, prompt=body.prompt or "-", width=side, height=side,
                                seed=body.seed, output_format=body.output_format)
-    return await _admit(request, caller, store, accounts, job_body, "upscale", [image], {}, prefer)
+    return await _admit(request, caller, store, job_body, "upscale", [image], {}, prefer)
 
 
 @router.post("/caption", status_code=202, response_model=SubmitResponse, responses=_RESPONSES)
-async def caption(body: CaptionRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+async def caption(body: CaptionRequest, request: Request, caller: CurrentCaller, store: Store,
                   prefer: str | None = PreferHeader) -> SubmitResponse | JSONResponse:
     """A caption in English or Chinese; the job's `result` is {"captions": [...]}."""
     side = _variant_size(request, body.model)
     image = await resolve_image("image", body.image, store, caller.account_id)
     job_body = GenerateRequest(model=body.model, prompt="-", width=side, height=side, seed=body.seed)
-    return await _admit(request, caller, store, accounts, job_body, "caption", [image],
+    return await _admit(request, caller, store, job_body, "caption", [image],
                         {"language": body.language}, prefer)
 
 
 @router.post("/rank", status_code=202, response_model=SubmitResponse, responses=_RESPONSES)
-async def rank(body: RankRequest, request: Request, caller: CurrentCaller, store: Store, accounts: Accounts,
+async def rank(body: RankRequest, request: Request, caller: CurrentCaller, store: Store,
                prefer: str | None = PreferHeader) -> SubmitResponse | JSONResponse:
     """Score images against a prompt by caption likelihood; `result` is {"scores": [...], "order": [...]}
     with order listing image indices from best to worst."""
@@ -75,4 +74,4 @@ async def rank(body: RankRequest, request: Request, caller: CurrentCaller, store
               for i, image in enumerate(body.images)]
     # One "image" of work per candidate scored.
     job_body = GenerateRequest(model=body.model, prompt=body.prompt, width=side, height=side, n=1)
-    return await _admit(request, caller, store, accounts, job_body, "rank", images, {}, prefer)
+    return await _admit(request, caller, store, job_body, "rank", images, {}, prefer)
