@@ -4,13 +4,17 @@ the validation of image inputs. Real gateway and worker processes over a real Re
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 
 import httpx
+import numpy as np
 from PIL import Image
 
+from models.demo.captions import caption
+from models.demo.judge import judge
 from models.demo.world import Attributes, render
-from tests.conftest import Proc, Service, make_key
+from tests.conftest import Proc, make_key
 from tests.test_service_jobs import PROMPT, finished
 
 WAIT = {"Prefer": "wait=60"}
@@ -36,6 +40,21 @@ def test_reference_images_upload_and_earlier_job(api: httpx.Client, worker: Proc
     assert again["status"] == "succeeded" and len(again["images"]) == 1
     image = Image.open(io.BytesIO(api.get(again["images"][0]["url"]).content))
     assert image.size == (64, 64)
+
+
+def test_a_reference_gives_its_background_to_a_prompt_that_names_none(api: httpx.Client, worker: Proc) -> None:
+    # klein with one reference (FLUX.2 multi-reference): the prompt says what to draw but not on what,
+    # so the background must come from the reference: black from a black scene, gray from a gray one.
+    prompt = "a red circle on the left"
+    for bg, other in (("black", Attributes("black", "green", "square", "right")),
+                      ("gray", Attributes("gray", "blue", "triangle", "top")),
+                      ("white", Attributes("white", "yellow", "circle", "bottom"))):
+        job = api.post("/v1/generate", json={"model": "klein", "prompt": prompt, "seed": 3,
+                                             "reference_images": [b64_png(render(other, 64, seed=1))]},
+                       headers=WAIT).json()
+        assert job["status"] == "succeeded", job
+        seen = judge(Image.open(io.BytesIO(api.get(job["images"][0]["url"]).content)).convert("RGB"))
+        assert (seen.bg, seen.color, seen.position) == (bg, "red", "left"), (bg, seen)
 
 
 def test_image_inputs_are_validated(api: httpx.Client, gateway: str, redis_server) -> None:  # noqa: ANN001
@@ -89,36 +108,42 @@ def test_caption_rank_upscale_and_rerank(api: httpx.Client, worker: Proc) -> Non
     assert refused.status_code == 422 and "cannot rerank" in refused.text
 
 
-FILL_CATALOG = """
-[variants.fill]
-family = "flux"
-preset = "demo-flux1-fill"
-tasks = ["inpaint"]
-default_steps = 4
-max_steps = 8
-default_guidance = 30.0
-max_guidance = 50.0
-default_width = 64
-default_height = 64
-max_size = 128
-max_pixels = 16384
-"""
+def object_box(image: Image.Image, margin: int = 3) -> tuple[int, int, int, int]:
+    """The box (left, top, right, bottom) of pixels that differ from the corner colour, plus a margin."""
+    arr = np.asarray(image).astype(float)
+    ys, xs = np.nonzero(np.abs(arr - arr[0, 0]).max(axis=-1) > 25)
+    return (max(0, xs.min() - margin), max(0, ys.min() - margin), min(arr.shape[1], xs.max() + 1 + margin),
+            min(arr.shape[0], ys.max() + 1 + margin))
 
 
-def test_inpainting_runs_the_fill_architecture(tmp_path, log_dir) -> None:  # noqa: ANN001
-    # The Fill architecture at demo size (untrained: this checks the path, not the picture).
-    catalog = tmp_path / "fill.toml"
-    catalog.write_text(FILL_CATALOG)
-    service = Service(tmp_path, log_dir, FLUXGATE_CATALOG=str(catalog))
-    try:
-        service.worker(variants="fill", FLUXGATE_WORKER_PROFILE_MEMORY="false")
+def test_inpainting_paints_the_prompt_into_the_mask_and_keeps_the_rest(api: httpx.Client, worker: Proc) -> None:
+    # The demo Fill model: each scene's object is masked and the prompt asks for another colour there.
+    cases = [(Attributes("white", "red", "circle", "left"), "blue"),
+             (Attributes("black", "green", "square", "right"), "yellow"),
+             (Attributes("gray", "yellow", "triangle", "top"), "purple"),
+             (Attributes("white", "blue", "square", "bottom"), "orange"),
+             (Attributes("black", "orange", "circle", "center"), "red"),
+             (Attributes("gray", "purple", "square", "left"), "green")]
+    recoloured = 0
+    for i, (attrs, color) in enumerate(cases):
+        source = render(attrs, 64, seed=i)
+        box = object_box(source)
         mask = Image.new("L", (64, 64), 0)
-        mask.paste(255, (16, 16, 48, 48))
-        body = {"model": "fill", "prompt": PROMPT, "image": b64_png(shape()), "mask": b64_png(mask.convert("RGB"))}
-        job = service.api.post("/v1/generate", json=body, headers=WAIT).json()
+        mask.paste(255, box)
+        wanted = dataclasses.replace(attrs, color=color)
+        body = {"model": "fill", "prompt": caption(wanted), "seed": i, "image": b64_png(source),
+                "mask": b64_png(mask.convert("RGB"))}
+        job = api.post("/v1/generate", json=body, headers=WAIT).json()
         assert job["status"] == "succeeded" and job["task"] == "inpaint", job
-        assert Image.open(io.BytesIO(service.api.get(job["images"][0]["url"]).content)).size == (64, 64)
-        text_only = service.api.post("/v1/generate", json={"model": "fill", "prompt": PROMPT})
-        assert text_only.status_code == 422 and "does not do text-to-image" in text_only.text
-    finally:
-        service.close()
+        out = Image.open(io.BytesIO(api.get(job["images"][0]["url"]).content)).convert("RGB")
+        seen = judge(out)
+        assert (seen.bg, seen.position) == (attrs.bg, attrs.position), (attrs, color, seen)
+        outside = np.asarray(mask) == 0  # the unmasked pixels are kept (within the AE's round trip)
+        diff = np.abs(np.asarray(out).astype(float) - np.asarray(source).astype(float))[outside].mean()
+        assert diff < 8, (attrs, diff)
+        recoloured += seen.color == color
+    # Colour is the attribute the demo Fill gets right 97% of the time (train_edit.py): allow one miss.
+    assert recoloured >= len(cases) - 1, recoloured
+
+    text_only = api.post("/v1/generate", json={"model": "fill", "prompt": PROMPT})
+    assert text_only.status_code == 422 and "does not do text-to-image" in text_only.text

@@ -33,24 +33,26 @@ ZH_POSITIONS: dict[str, str] = {
 }
 
 
-def caption_en(attrs: Attributes) -> str:
-    if attrs.position == "center":
-        return f"a {attrs.color} {attrs.shape} in the center on a {attrs.bg} background"
-    return f"a {attrs.color} {attrs.shape} on the {attrs.position} on a {attrs.bg} background"
+# background=False drops the background phrase: the prompt of an edit whose background comes from a
+# reference image ("a red circle on the left"). Such a caption does not parse (it names 3 of 4).
 
 
-def caption_zh(attrs: Attributes) -> str:
-    return (
-        f"{ZH_BACKGROUNDS[attrs.bg]}背景上{ZH_POSITIONS[attrs.position]}"
-        f"有一个{ZH_COLORS[attrs.color]}的{ZH_SHAPES[attrs.shape]}"
-    )
+def caption_en(attrs: Attributes, background: bool = True) -> str:
+    where = "in the center" if attrs.position == "center" else f"on the {attrs.position}"
+    tail = f" on a {attrs.bg} background" if background else ""
+    return f"a {attrs.color} {attrs.shape} {where}{tail}"
 
 
-def caption(attrs: Attributes, language: str = "en") -> str:
+def caption_zh(attrs: Attributes, background: bool = True) -> str:
+    head = f"{ZH_BACKGROUNDS[attrs.bg]}背景上" if background else ""
+    return f"{head}{ZH_POSITIONS[attrs.position]}有一个{ZH_COLORS[attrs.color]}的{ZH_SHAPES[attrs.shape]}"
+
+
+def caption(attrs: Attributes, language: str = "en", background: bool = True) -> str:
     if language == "en":
-        return caption_en(attrs)
+        return caption_en(attrs, background)
     if language == "zh":
-        return caption_zh(attrs)
+        return caption_zh(attrs, background)
     raise ValueError(f"unknown caption language {language!r} (expected 'en' or 'zh')")
 
 

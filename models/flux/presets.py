@@ -91,9 +91,8 @@ PRESETS: dict[str, FluxPreset] = {
                    4, 0.0, "linear", demo=True),
         FluxPreset("demo-flux1-dev", FluxParams(**{**_DEMO_FLUX1.__dict__, "guidance_embed": True}), DEMO_AE,
                    TextSpec("demo", DEMO_TEXT.max_length, demo=DEMO_TEXT), 8, 3.5, "flux1-shift", demo=True),
-        # Not in the demo catalog (no trained weights): the FLUX.1 Fill architecture at demo size, so the
-        # inpainting path (masked latents + pixel-unshuffled mask, 2x64 + 4x4x4 = 192 channels) can be
-        # exercised end to end.
+        # The FLUX.1 Fill architecture at demo size (masked latents + pixel-unshuffled mask: 2x64 + 4x4x4
+        # = 192 input channels), fine-tuned from the demo dev by models/demo/train_edit.py.
         FluxPreset("demo-flux1-fill", FluxParams(**{**_DEMO_FLUX1.__dict__, "in_channels": 192,
                                                     "guidance_embed": True}), DEMO_AE,
                    TextSpec("demo", DEMO_TEXT.max_length, demo=DEMO_TEXT), 8, 30.0, "flux1-shift", task="fill",
