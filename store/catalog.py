@@ -41,6 +41,9 @@ class Variant(BaseModel):
     max_size: int
     max_pixels: int
     size_multiple: int = 16
+    # A model with a fixed token grid (the demo CogView: 8x8 codes) draws only these sides; empty:
+    # any size within the limits. The image tasks (upscale: 2x the input) are not bound by it.
+    native_sizes: tuple[int, ...] = ()
 
     # Integer milli-credits: the first megapixel (or part of it), then each further megapixel.
     price_first_mp: int = 1000

@@ -69,6 +69,7 @@ class JobStore:
                 keys.job(job.id), keys.job_events(job.id), keys.variant_stream(job.variant, job.priority),
                 keys.variant_queued(job.variant), keys.account(job.account), keys.rate_window(job.account, minute),
                 keys.daily_images(job.account, day), keys.active_jobs(job.account), idem,
+                keys.account_jobs(job.account),
             ],
             args=[
                 job.id, event_json(status="queued", created_at=job.created_at),

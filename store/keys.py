@@ -105,6 +105,11 @@ def idempotency(account_id: str, key_hash: str) -> str:
     return f"{PREFIX}account:{account_id}:idem:{key_hash}"
 
 
+def account_jobs(account_id: str) -> str:
+    """Stream: every job the account submitted, newest last (capped; GET /v1/jobs reads it)."""
+    return f"{PREFIX}account:{account_id}:jobs"
+
+
 def account_ledger(account_id: str) -> str:
     """Stream: the account's usage events (one per succeeded job)."""
     return f"{PREFIX}account:{account_id}:ledger"

@@ -106,6 +106,8 @@ def test_caption_rank_upscale_and_rerank(api: httpx.Client, worker: Proc) -> Non
     assert finished(api, single["id"])["status"] == "succeeded"
     refused = api.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT, "rerank": 2})
     assert refused.status_code == 422 and "cannot rerank" in refused.text
+    too_big = api.post("/v1/generate", json={"model": "cogview", "prompt": PROMPT, "width": 128, "height": 128})
+    assert too_big.status_code == 422 and "64 px sides only" in too_big.text, too_big.text
 
 
 def object_box(image: Image.Image, margin: int = 3) -> tuple[int, int, int, int]:

@@ -101,6 +101,9 @@ def test_cancel_while_queued_never_runs(service: Service) -> None:
     assert finished(api, later)["status"] == "succeeded"
     job = api.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "canceled" and job["timings"]["started_at"] is None
+    # The account's job list shows every state, newest first.
+    listed = [(j["id"], j["status"]) for j in api.get("/v1/jobs").json()]
+    assert listed[:2] == [(later, "succeeded"), (job_id, "canceled")], listed
 
 
 def test_cancel_while_running_stops_at_next_step(api: httpx.Client, worker: Proc) -> None:

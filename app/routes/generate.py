@@ -143,6 +143,11 @@ async def submit_job(request: Request, caller: Caller, store: JobStore, body: Ge
     _check_tier(caller, variant, width, height)
     if task is None:
         task, inputs = await _task_inputs(body, store, caller)
+        if variant.native_sizes and not {width, height} <= set(variant.native_sizes):
+            sides = " or ".join(str(s) for s in variant.native_sizes)
+            raise _invalid("width" if width not in variant.native_sizes else "height",
+                           f"{variant.name} draws {sides} px sides only (got {width}x{height}); "
+                           f"/v1/upscale doubles an image it made")
     inputs = inputs or []
     params = dict(params or {})
     if task not in variant.tasks:

@@ -31,16 +31,12 @@ async def _owned_job(store: JobStore, caller: Caller, job_id: str) -> Job:
 @router.get("", response_model=list[JobResponse])
 async def list_jobs(request: Request, caller: CurrentCaller, store: Store,
                     limit: int = Query(20, ge=1, le=100)) -> list[JobResponse]:
-    """The caller's queued and running jobs, then its most recent succeeded ones, newest first.
-
-    Read from indexes the store already keeps (the account's active set and its usage ledger), so
-    failed and canceled jobs are not listed; fetch those by id."""
+    """The caller's most recent jobs in every state, newest first (up to the last 1,000 submitted;
+    a job whose record has passed its retention is no longer listed)."""
     account = caller.account_id
-    active = await store.redis.smembers(keys.active_jobs(account))
-    recent = await store.redis.xrevrange(keys.account_ledger(account), count=limit)
-    ids = dict.fromkeys([*active, *(fields["job"] for _, fields in recent if "job" in fields)])
-    jobs = [job for job in [await store.get(i) for i in ids] if job is not None and job.account == account]
-    jobs.sort(key=lambda job: job.created_at, reverse=True)
+    recent = await store.redis.xrevrange(keys.account_jobs(account), count=limit)
+    jobs = [job for job in [await store.get(fields["job"]) for _, fields in recent] if job is not None
+            and job.account == account]
     return [job_response(request, job) for job in jobs[:limit]]
 
 

@@ -2,7 +2,8 @@
 -- record and enqueue it. Either everything happens or nothing does.
 -- KEYS: 1 job hash, 2 job events, 3 variant stream, 4 variant queued counter, 5 account hash,
 --       6 rate window counter, 7 daily images counter, 8 account's active job set,
---       9 idempotency record (any unused name when the request has no Idempotency-Key)
+--       9 idempotency record (any unused name when the request has no Idempotency-Key),
+--       10 account's job index (a capped stream of job ids, for listing)
 -- ARGV: 1 job id, 2 queued-event JSON, 3 requests/minute (0 = unlimited), 4 seconds left in the
 --       rate window, 5 images/day (0 = unlimited), 6 seconds left in the day, 7 concurrent jobs
 --       (0 = unlimited), 8 images in this job, 9 milli-credits to reserve, 10 request fingerprint
@@ -67,6 +68,7 @@ local position = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[1], 'queue_position', position)
 redis.call('XADD', KEYS[3], '*', 'job', ARGV[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', 2000, '*', 'event', 'queued', 'data', ARGV[2])
+redis.call('XADD', KEYS[10], 'MAXLEN', '~', 1000, '*', 'job', ARGV[1])
 if fingerprint ~= '' then
   redis.call('HSET', KEYS[9], 'fingerprint', fingerprint, 'job', ARGV[1])
   redis.call('EXPIRE', KEYS[9], ARGV[11])
