@@ -7,11 +7,13 @@ import http.server
 import threading
 from pathlib import Path
 
+import redis
 from fastapi.testclient import TestClient
 from standardwebhooks import Webhook
 
 from app.main import create_app
 from app.settings import GatewaySettings
+from store import keys
 from store.embedded import free_port
 from tests.conftest import Service, make_key, wait_until
 from tests.test_service_jobs import PROMPT, finished
@@ -95,3 +97,27 @@ def test_webhook_url_ssrf_guard(redis_server) -> None:  # noqa: ANN001
             response = client.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT, "webhook_url": url},
                                    headers=headers)
             assert response.status_code == 422 and "webhook_url" in response.text, (url, response.text)
+
+
+def test_the_worker_checks_the_target_again_before_sending(tmp_path: Path, log_dir: Path) -> None:
+    # The gateway accepted a loopback URL (operator allowed it there); a worker that does not allow
+    # private targets, as after a DNS change to an inward address, refuses to send and records why.
+    Receiver.received, Receiver.fail_first = [], 0
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    service = Service(tmp_path, log_dir, FLUXGATE_WEBHOOK_ALLOW_PRIVATE="true")
+    try:
+        service.worker(variants="schnell", FLUXGATE_WORKER_PROFILE_MEMORY="false",
+                       FLUXGATE_WEBHOOK_ALLOW_PRIVATE="false")
+        body = {"model": "schnell", "prompt": PROMPT, "webhook_url": f"http://127.0.0.1:{port}/hook"}
+        job_id = service.api.post("/v1/generate", json=body).json()["id"]
+        assert finished(service.api, job_id)["status"] == "succeeded"
+        client = redis.Redis.from_url(service.redis.url, decode_responses=True)
+        error = wait_until(lambda: client.hget(keys.job(job_id), "webhook_error"), 30, 0.1,
+                           message="the refusal to be recorded")
+        assert "non-public address (127.0.0.1)" in error and Receiver.received == []
+        client.close()
+    finally:
+        service.close()
+        server.shutdown()

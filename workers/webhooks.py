@@ -23,6 +23,7 @@ import redis
 
 from store import keys
 from store.records import Job
+from store.webhook_targets import unsafe_target
 
 log = logging.getLogger("fluxgate.webhooks")
 
@@ -41,12 +42,14 @@ def event_body(job: Job, status: str) -> bytes:
 
 
 class WebhookDispatcher:
-    def __init__(self, url: str, consumer: str, stop: threading.Event, attempts: int, backoff_s: float) -> None:
+    def __init__(self, url: str, consumer: str, stop: threading.Event, attempts: int, backoff_s: float,
+                 allow_private: bool = False) -> None:
         self.redis = redis.Redis.from_url(url, decode_responses=True)
         self.consumer = consumer
         self.stop = stop
         self.attempts = attempts
         self.backoff_s = backoff_s
+        self.allow_private = allow_private
         self.http = httpx.Client(timeout=10, follow_redirects=False)  # a redirect could point inward
 
     def run(self) -> None:
@@ -83,6 +86,11 @@ class WebhookDispatcher:
             headers = {"content-type": "application/json", "webhook-id": message_id,
                        "webhook-timestamp": str(timestamp), "webhook-signature": sign(secret, message_id, timestamp,
                                                                                        body)}
+            refused = unsafe_target(job.webhook_url or "", self.allow_private)  # DNS may have changed since
+            if refused:
+                log.warning("webhook for job %s not sent: %s", job.id, refused)
+                self.redis.hset(keys.job(job.id), "webhook_error", f"not sent: {refused}")
+                return
             try:
                 response = self.http.post(job.webhook_url or "", content=body, headers=headers)
                 if 200 <= response.status_code < 300:

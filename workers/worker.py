@@ -69,7 +69,8 @@ class Worker:
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         hooks = WebhookDispatcher(self.settings.redis_url, self.queue.consumer, self.stop,
-                                  self.settings.worker_webhook_attempts, self.settings.worker_webhook_backoff_s)
+                                  self.settings.worker_webhook_attempts, self.settings.worker_webhook_backoff_s,
+                                  self.settings.webhook_allow_private)
         threading.Thread(target=hooks.run, name="webhooks", daemon=True).start()
         log.info("worker %s serving %s (batching %s)", self.queue.consumer, ", ".join(self.pipelines),
                  self.settings.worker_batching)

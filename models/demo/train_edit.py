@@ -37,7 +37,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -54,7 +53,7 @@ from models.demo.train_common import (
     step_rng,
 )
 from models.demo.train_flow import T_MEAN, FlowModel, ema_update, load_ae, object_weights
-from models.demo.world import BACKGROUNDS, Attributes, render, sample_attributes
+from models.demo.world import BACKGROUNDS, Attributes, is_held_out, render, sample_attributes
 from models.flux import sampling
 from models.flux.presets import get_preset
 
@@ -75,7 +74,8 @@ def initial_model(mode: str) -> FlowModel:
         grown[:, : sd["img_in.weight"].shape[1]] = sd["img_in.weight"]
         sd["img_in.weight"] = grown
     model.transformer.load_state_dict(sd)
-    model.text.load_state_dict({k: v.float() for k, v in load_file(str(WEIGHTS_DIR / f"{base}_text.safetensors")).items()})
+    text = load_file(str(WEIGHTS_DIR / f"{base}_text.safetensors"))
+    model.text.load_state_dict({k: v.float() for k, v in text.items()})
     return model
 
 
@@ -104,7 +104,7 @@ def references(attrs: list[Attributes], rng: np.random.Generator) -> Tensor:
     for a in attrs:
         other = sample_attributes(rng)
         ref = dataclasses.replace(other, bg=a.bg)
-        if (ref.color, ref.shape) == ("purple", "triangle") or (ref.color, ref.shape, ref.bg) == ("orange", "circle", "gray"):
+        if is_held_out(ref):
             ref = dataclasses.replace(ref, color="red")  # keep held-out combinations out of training
         refs.append(np.asarray(render(ref, 64, int(rng.integers(2**31)))))
     return images_to_tensor(np.stack(refs))
@@ -181,8 +181,9 @@ def main() -> None:
             tokens, _, index = text
             img = torch.cat((xt[:half], ref), dim=1)
             ids = torch.cat((model.img_ids, ref_ids), dim=1)
-            pred_ref = model.transformer(img, ids, tokens[index[:half]], model.txt_ids, t[:half], None)[:, : xt.shape[1]]
-            pred_plain = model.transformer(xt[half:], model.img_ids, tokens[index[half:]], model.txt_ids, t[half:], None)
+            txt = tokens[index]
+            pred_ref = model.transformer(img, ids, txt[:half], model.txt_ids, t[:half], None)[:, : xt.shape[1]]
+            pred_plain = model.transformer(xt[half:], model.img_ids, txt[half:], model.txt_ids, t[half:], None)
             pred = torch.cat((pred_ref, pred_plain))
             loss = (w * (pred - (eps - x0)) ** 2).mean()
         for grp in opt.param_groups:
