@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import threading
+import time
 from pathlib import Path
 
 import redis
@@ -121,3 +122,70 @@ def test_the_worker_checks_the_target_again_before_sending(tmp_path: Path, log_d
     finally:
         service.close()
         server.shutdown()
+
+
+def recording_server(status: int) -> tuple[http.server.ThreadingHTTPServer, list[float]]:
+    """A receiver answering `status` to every POST; returns it and the arrival times."""
+    arrivals: list[float] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers["content-length"]))
+            arrivals.append(time.monotonic())
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, arrivals
+
+
+def test_a_failing_receiver_does_not_hold_up_other_deliveries(tmp_path: Path, log_dir: Path) -> None:
+    failing, failed_at = recording_server(500)
+    healthy, delivered_at = recording_server(200)
+    service = Service(tmp_path, log_dir, FLUXGATE_WEBHOOK_ALLOW_PRIVATE="true")
+    try:
+        service.worker(variants="schnell", FLUXGATE_WORKER_PROFILE_MEMORY="false",
+                       FLUXGATE_WORKER_WEBHOOK_BACKOFF_S="3", FLUXGATE_WORKER_WEBHOOK_ATTEMPTS="3")
+        url = "http://127.0.0.1:{}/hook"
+        first = service.api.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT,
+                                                       "webhook_url": url.format(failing.server_port)}).json()
+        assert finished(service.api, first["id"])["status"] == "succeeded"
+        wait_until(lambda: failed_at, 30, 0.05, message="the first, failing try")
+        second = service.api.post("/v1/generate", json={"model": "schnell", "prompt": PROMPT,
+                                                        "webhook_url": url.format(healthy.server_port)}).json()
+        assert finished(service.api, second["id"])["status"] == "succeeded"
+        wait_until(lambda: delivered_at, 30, 0.05, message="the healthy receiver's event")
+        # Delivered while the failing one waits out its 3 s backoff, not after its retries.
+        assert len(failed_at) == 1 and delivered_at[0] - failed_at[0] < 3, (failed_at, delivered_at)
+        wait_until(lambda: len(failed_at) == 3, 30, 0.1, message="all three tries of the failing one")
+    finally:
+        service.close()
+        failing.shutdown()
+        healthy.shutdown()
+
+
+def test_an_event_left_by_a_dead_worker_is_delivered_by_another(tmp_path: Path, log_dir: Path) -> None:
+    receiver, arrivals = recording_server(200)
+    service = Service(tmp_path, log_dir, FLUXGATE_WEBHOOK_ALLOW_PRIVATE="true")
+    try:
+        body = {"model": "schnell", "prompt": PROMPT, "webhook_url": f"http://127.0.0.1:{receiver.server_port}/h"}
+        job_id = service.api.post("/v1/generate", json=body).json()["id"]
+        client = redis.Redis.from_url(service.redis.url, decode_responses=True)
+        client.xgroup_create(keys.WEBHOOKS, keys.WEBHOOK_GROUP, id="0", mkstream=True)
+        assert service.api.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "canceled"
+        # A worker read the event and died before delivering it: it stays pending on that consumer.
+        taken = client.xreadgroup(keys.WEBHOOK_GROUP, "dead-worker", {keys.WEBHOOKS: ">"}, count=10)
+        assert len(taken[0][1]) == 1
+        service.worker(variants="dev", FLUXGATE_WORKER_PROFILE_MEMORY="false",
+                       FLUXGATE_WORKER_WEBHOOK_CLAIM_IDLE_S="1")
+        wait_until(lambda: arrivals, 30, 0.1, message="the reclaimed event's delivery")
+        wait_until(lambda: client.xpending(keys.WEBHOOKS, keys.WEBHOOK_GROUP)["pending"] == 0, 10, 0.1,
+                   message="the entry to be acked")
+        client.close()
+    finally:
+        service.close()
+        receiver.shutdown()

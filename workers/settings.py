@@ -41,6 +41,10 @@ class WorkerSettings(CommonSettings):
     # Webhook deliveries: tries per event, and the first retry's delay (doubling after each try).
     worker_webhook_attempts: int = 5
     worker_webhook_backoff_s: float = 1.0
+    # An undelivered webhook entry idle this long belongs to a dead worker: another one takes it over.
+    # Live dispatchers touch their waiting entries at every try, so this only needs to exceed one try
+    # (10 s HTTP timeout) plus the longest backoff.
+    worker_webhook_claim_idle_s: float = 120.0
     # Stable consumer name (e.g. the pod name); default host-pid.
     worker_name: str = ""
 

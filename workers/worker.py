@@ -70,7 +70,7 @@ class Worker:
         beat.start()
         hooks = WebhookDispatcher(self.settings.redis_url, self.queue.consumer, self.stop,
                                   self.settings.worker_webhook_attempts, self.settings.worker_webhook_backoff_s,
-                                  self.settings.webhook_allow_private)
+                                  self.settings.webhook_allow_private, self.settings.worker_webhook_claim_idle_s)
         threading.Thread(target=hooks.run, name="webhooks", daemon=True).start()
         log.info("worker %s serving %s (batching %s)", self.queue.consumer, ", ".join(self.pipelines),
                  self.settings.worker_batching)
