@@ -7,6 +7,7 @@ pure function of (seed, k): a resumed run sees exactly the batches an uninterrup
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -86,3 +87,54 @@ class Logger:
         print(line, flush=True)
         with self.path.open("a") as fh:
             fh.write(line + "\n")
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
+        pe.lerp_(pm, 1 - decay)
+
+
+class EmaRun:
+    """A resumable run of AdamW on `model` with gradient clipping, a cosine learning rate and an EMA
+    of the weights (the EMA is what gets evaluated and shipped). `run`/state.pt holds the model,
+    EMA, optimiser, next step and training seconds; it is rewritten every 100 steps and at the end,
+    so a stopped run continues with `for step in range(r.step, total)` where it left off."""
+
+    def __init__(self, run: Path, model: torch.nn.Module, lr: float, total: int, warmup: int, ema_cap: float,
+                 weight_decay: float = 0.01) -> None:
+        self.path = run / "state.pt"
+        self.model, self.lr, self.total, self.warmup, self.ema_cap = model, lr, total, warmup, ema_cap
+        self.ema = copy.deepcopy(model)
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.99))
+        self.step, self.wall = 0, 0.0
+        state = load_state(self.path)
+        if state is not None:
+            model.load_state_dict(state["model"])
+            self.ema.load_state_dict(state["ema"])
+            self.opt.load_state_dict(state["opt"])
+            self.step, self.wall = state["step"], state["wall"]
+        self._clock = time.time()
+
+    def update(self, step: int, loss: torch.Tensor) -> None:
+        """One optimiser step on `loss` at `step`, then the EMA; saves the state when it is due."""
+        for group in self.opt.param_groups:
+            group["lr"] = cosine_lr(step, self.total, self.lr, warmup=self.warmup)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        ema_update(self.ema, self.model, min(self.ema_cap, (1 + step) / (10 + step)))
+        now = time.time()
+        self.wall += now - self._clock
+        self._clock = now
+        self.step = step + 1
+        if self.step % 100 == 0 or self.step == self.total:
+            save_state(self.path, {"model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                                   "opt": self.opt.state_dict(), "step": self.step, "wall": self.wall})
+
+    def restart_clock(self) -> None:
+        """Call after an evaluation: its time is not training time."""
+        self._clock = time.time()

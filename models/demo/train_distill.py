@@ -23,7 +23,6 @@ schnell / klein: the student learns the teacher's trajectory on the student's ow
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.demo.train_common import Logger, batch, captions_for, cosine_lr, load_state, save_state, step_rng
-from models.demo.train_flow import FlowModel, demo_preset, ema_update, load_ae, quick_eval
+from models.demo.train_common import EmaRun, Logger, batch, captions_for, load_state, save_state, step_rng
+from models.demo.train_flow import FlowModel, demo_preset, load_ae, quick_eval
 from models.demo.world import sample_attributes
 from models.flux import sampling
 
@@ -111,7 +110,6 @@ def main() -> None:
     for p in teacher.parameters():
         p.requires_grad_(False)
     student = load_flow(s_arch, teacher_path)
-    ema = copy.deepcopy(student)
     ae = load_ae(s_arch)
     log = Logger(run / "log.jsonl")
 
@@ -127,17 +125,9 @@ def main() -> None:
             log(event="bank_done", seconds=round(time.time() - t0, 1))
         schedule = bank["schedule"]
 
-    opt = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=0.0, betas=(0.9, 0.99))
-    state = load_state(run / "state.pt")
-    start, wall = 0, 0.0
-    if state is not None:
-        student.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start, wall = state["step"], state["wall"]
-    log(event="start", step=start, teacher=str(teacher_path))
-    t_last = time.time()
-    for step in range(start, args.steps):
+    r = EmaRun(run, student, args.lr, args.steps, warmup=30, ema_cap=0.995, weight_decay=0.0)
+    log(event="start", step=r.step, teacher=str(teacher_path))
+    for step in range(r.step, args.steps):
         rng = step_rng(args.seed, step)
         if bank is None:  # guidance distillation on noised data
             x, attrs = batch(args.batch, rng)
@@ -164,32 +154,21 @@ def main() -> None:
             g = None
             pred = student(xt, t, student.encode_text([bank["captions"][i] for i in idx]), g)
         loss = F.mse_loss(pred, target)
-        for grp in opt.param_groups:
-            grp["lr"] = cosine_lr(step, args.steps, args.lr, warmup=30)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, student, min(0.995, (1 + step) / (10 + step)))
-        now = time.time()
-        wall += now - t_last
-        t_last = now
+        r.update(step, loss)
         if step % 25 == 0:
-            log(step=step, loss=round(loss.item(), 4), train_wall=round(wall, 1))
+            log(step=step, loss=round(loss.item(), 4), train_wall=round(r.wall, 1))
         last = step == args.steps - 1
-        if (step + 1) % 100 == 0 or last:
-            save_state(run / "state.pt", {"model": student.state_dict(), "ema": ema.state_dict(),
-                                          "opt": opt.state_dict(), "step": step + 1, "wall": wall})
         if (step + 1) % args.eval_every == 0 or last:
             steps, g_eval = (20, args.guidance) if args.mode == "guidance" else (4, 1.0)
-            rep = quick_eval(ema, ae, 60, steps, g_eval)
-            log(step=step + 1, eval_acc=rep["accuracy"], per=rep["per_attribute"], train_wall=round(wall, 1))
-            torch.save(ema.state_dict(), run / f"ema_{step + 1}.pt")
-            t_last = time.time()
+            rep = quick_eval(r.ema, ae, 60, steps, g_eval)
+            log(step=step + 1, eval_acc=rep["accuracy"], per=rep["per_attribute"], train_wall=round(r.wall, 1))
+            torch.save(r.ema.state_dict(), run / f"ema_{step + 1}.pt")
+            r.restart_clock()
+    ema = r.ema
     torch.save(ema.state_dict(), run / "ema_final.pt")
     from models.demo.train_flow import export_variant
 
-    log(event="exported", paths=[str(p) for p in export_variant(ema, s_arch)], train_wall=round(wall, 1))
+    log(event="exported", paths=[str(p) for p in export_variant(ema, s_arch)], train_wall=round(r.wall, 1))
 
 
 if __name__ == "__main__":

@@ -30,9 +30,7 @@ prompts went from 0.44 to 0.50 (the plain rows keep it training).
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
@@ -41,18 +39,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from models.demo.captions import caption
-from models.demo.train_common import (
-    WEIGHTS_DIR,
-    Logger,
-    batch,
-    cosine_lr,
-    export,
-    images_to_tensor,
-    load_state,
-    save_state,
-    step_rng,
-)
-from models.demo.train_flow import T_MEAN, FlowModel, ema_update, load_ae, object_weights
+from models.demo.train_common import WEIGHTS_DIR, EmaRun, Logger, batch, export, images_to_tensor, step_rng
+from models.demo.train_flow import T_MEAN, FlowModel, load_ae, object_weights
 from models.demo.world import BACKGROUNDS, Attributes, is_held_out, render, sample_attributes
 from models.flux import sampling
 from models.flux.presets import get_preset
@@ -136,23 +124,12 @@ def main() -> None:
     run = args.run_dir / f"edit_{args.mode}"
     ae = load_ae(AE_ARCH[args.mode])
     model = initial_model(args.mode)
-    ema = copy.deepcopy(model)
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    state = load_state(run / "state.pt")
-    start, wall = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start, wall = state["step"], state["wall"]
+    r = EmaRun(run, model, args.lr, args.steps, warmup=50, ema_cap=0.995)
     log = Logger(run / "log.jsonl")
-    log(event="start", step=start, mode=args.mode)
+    log(event="start", step=r.step, mode=args.mode)
     guided = model.preset.transformer.guidance_embed
     ref_ids = sampling.image_ids(model.side, model.side, 4, 10.0)
-    t_last = time.time()
-    for step in range(start, args.steps):
+    for step in range(r.step, args.steps):
         rng = step_rng(args.seed, step)
         x, attrs = batch(args.batch, rng)
         with torch.no_grad():
@@ -186,26 +163,14 @@ def main() -> None:
             pred_plain = model.transformer(xt[half:], model.img_ids, txt[half:], model.txt_ids, t[half:], None)
             pred = torch.cat((pred_ref, pred_plain))
             loss = (w * (pred - (eps - x0)) ** 2).mean()
-        for grp in opt.param_groups:
-            grp["lr"] = cosine_lr(step, args.steps, args.lr, warmup=50)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, min(0.995, (1 + step) / (10 + step)))
-        now = time.time()
-        wall += now - t_last
-        t_last = now
+        r.update(step, loss)
         if step % 25 == 0:
-            log(step=step, loss=round(loss.item(), 4), train_wall=round(wall, 1))
-        if (step + 1) % 100 == 0 or step == args.steps - 1:
-            save_state(run / "state.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
-                                          "opt": opt.state_dict(), "step": step + 1, "wall": wall})
+            log(step=step, loss=round(loss.item(), 4), train_wall=round(r.wall, 1))
     name = EXPORT[args.mode]
     paths = [args.export_dir / f"{name}_transformer.safetensors", args.export_dir / f"{name}_text.safetensors"]
-    export(ema.transformer, paths[0])
-    export(ema.text, paths[1])
-    log(event="exported", paths=[str(p) for p in paths], train_wall=round(wall, 1))
+    export(r.ema.transformer, paths[0])
+    export(r.ema.text, paths[1])
+    log(event="exported", paths=[str(p) for p in paths], train_wall=round(r.wall, 1))
 
 
 if __name__ == "__main__":

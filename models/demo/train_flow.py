@@ -27,9 +27,7 @@ EMA that is evaluated and handed on. Resumable: rerun the same command after a s
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -39,12 +37,10 @@ from torch import Tensor, nn
 
 from models.demo.train_common import (
     WEIGHTS_DIR,
+    EmaRun,
     Logger,
     batch,
     captions_for,
-    cosine_lr,
-    load_state,
-    save_state,
     step_rng,
 )
 from models.demo.world import BACKGROUNDS, COLORS, POSITIONS, SHAPES, Attributes
@@ -173,12 +169,6 @@ def main_export() -> None:
     print(export_variant(model, args.variant))
 
 
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for pe, pm in zip(ema.parameters(), model.parameters(), strict=True):
-        pe.lerp_(pm, 1 - decay)
-
-
 def quick_eval(model: FlowModel, ae: AutoEncoder | AutoEncoder2, n: int, steps: int, guidance: float,
                language: str = "en", cfg: bool = False) -> dict:
     from models.demo.metrics import evaluate
@@ -217,23 +207,12 @@ def main() -> None:
     preset = demo_preset(args.arch)
     ae = load_ae(args.arch)
     model = FlowModel(preset)
-    ema = copy.deepcopy(model)
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01, betas=(0.9, 0.99))
-    state = load_state(run / "state.pt")
-    start, wall = 0, 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        start, wall = state["step"], state["wall"]
+    r = EmaRun(run, model, args.lr, args.steps, warmup=100, ema_cap=0.998)
     log = Logger(run / "log.jsonl")
-    log(event="start", step=start, transformer=sum(p.numel() for p in model.transformer.parameters()),
+    log(event="start", step=r.step, transformer=sum(p.numel() for p in model.transformer.parameters()),
         text=sum(p.numel() for p in model.text.parameters()))
     guided = preset.transformer.guidance_embed
-    t_last = time.time()
-    for step in range(start, args.steps):
+    for step in range(r.step, args.steps):
         rng = step_rng(args.seed, step)
         x, attrs = batch(args.batch, rng)
         with torch.no_grad():
@@ -248,30 +227,18 @@ def main() -> None:
         aux = model.aux_loss(text, caps, attrs)
         w = object_weights(x, attrs, model.side, args.object_weight)
         loss = (w * (pred - (eps - x0)) ** 2).mean() + 0.1 * aux
-        for grp in opt.param_groups:
-            grp["lr"] = cosine_lr(step, args.steps, args.lr, warmup=100)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        ema_update(ema, model, min(0.998, (1 + step) / (10 + step)))
-        now = time.time()
-        wall += now - t_last
-        t_last = now
+        r.update(step, loss)
         if step % 25 == 0:
-            log(step=step, loss=round(loss.item(), 4), aux=round(aux.item(), 4), train_wall=round(wall, 1))
-        last = step == args.steps - 1
-        if (step + 1) % 100 == 0 or last:
-            save_state(run / "state.pt", {"model": model.state_dict(), "ema": ema.state_dict(),
-                                          "opt": opt.state_dict(), "step": step + 1, "wall": wall})
-        if (step + 1) % args.eval_every == 0 or last:
+            log(step=step, loss=round(loss.item(), 4), aux=round(aux.item(), 4), train_wall=round(r.wall, 1))
+        if (step + 1) % args.eval_every == 0 or step == args.steps - 1:
             # A base model: judged with true CFG (its guidance input, if any, is not trained yet).
-            rep = quick_eval(ema, ae, 60, args.eval_steps, 3.0, cfg=True)
-            log(step=step + 1, eval_acc=rep["accuracy"], per=rep["per_attribute"], train_wall=round(wall, 1))
-            torch.save(ema.state_dict(), run / f"ema_{step + 1}.pt")
-            t_last = time.time()  # evaluation time is not training time
+            rep = quick_eval(r.ema, ae, 60, args.eval_steps, 3.0, cfg=True)
+            log(step=step + 1, eval_acc=rep["accuracy"], per=rep["per_attribute"], train_wall=round(r.wall, 1))
+            torch.save(r.ema.state_dict(), run / f"ema_{step + 1}.pt")
+            r.restart_clock()
+    ema = r.ema
     torch.save(ema.state_dict(), run / "ema_final.pt")
-    log(event="exported", paths=[str(p) for p in export_variant(ema, args.arch)], train_wall=round(wall, 1))
+    log(event="exported", paths=[str(p) for p in export_variant(ema, args.arch)], train_wall=round(r.wall, 1))
 
 
 if __name__ == "__main__":
