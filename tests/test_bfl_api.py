@@ -94,3 +94,18 @@ def test_pending_then_error(redis_server: EmbeddedRedis, log_dir: Path, tmp_path
         assert failed["status"] == "Error" and "canceled" in failed["details"]["error"]
     finally:
         proc.stop()
+
+
+def test_flux2_tiers_are_served_with_their_own_limits_and_prices(gateway: str, key: str,
+                                                                 redis_server: EmbeddedRedis) -> None:
+    # The demo's flex/pro/max: klein's weights under their own defaults, prices and tiers.
+    models = {m["id"]: m for m in httpx.get(f"{gateway}/v1/models", headers={"x-key": key}).json()}
+    costs = [httpx.post(f"{gateway}/v1/generate", json={"model": name, "prompt": PROMPT},
+                        headers={"x-key": key}).json()["cost"] for name in ("klein", "flex", "pro", "max")]
+    assert costs == sorted(costs) and len(set(costs)) == 4, costs
+    assert models["flex"]["limits"]["max_steps"] > models["klein"]["limits"]["max_steps"]
+    submitted = httpx.post(f"{gateway}/v1/flux-2-pro", json={"prompt": PROMPT}, headers={"x-key": key}).json()
+    job = httpx.get(f"{gateway}/v1/jobs/{submitted['id']}", headers={"x-key": key}).json()
+    assert job["model"] == "pro"
+    free = make_key(redis_server.url, tier="free")
+    assert httpx.post(f"{gateway}/v1/flux-2-max", json={"prompt": PROMPT}, headers={"x-key": free}).status_code == 403

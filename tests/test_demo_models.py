@@ -54,3 +54,12 @@ def test_trained_dev_draws_what_it_is_asked() -> None:
     assert report["accuracy"] >= 0.4, report
     assert report["per_attribute"]["bg"] >= 0.9 and report["per_attribute"]["position"] >= 0.9, report
     assert report["per_attribute"]["color"] >= 0.8, report
+
+
+def test_variants_on_the_same_weights_share_one_loaded_pipeline() -> None:
+    from workers.main import load_pipelines
+
+    catalog = load_catalog("demo")
+    pipelines = load_pipelines(catalog, ["klein", "flex", "pro", "max", "schnell"], "cpu")
+    assert pipelines["klein"] is pipelines["flex"] is pipelines["pro"] is pipelines["max"]
+    assert pipelines["schnell"] is not pipelines["klein"]

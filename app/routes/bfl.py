@@ -38,9 +38,9 @@ DEFAULT_ENDPOINTS: dict[str, tuple[str, ...]] = {
     "flux-dev": ("flux1-dev", "dev"),
     "flux-2-klein-4b": ("flux-2-klein-4b", "klein"),
     "flux-2-klein-9b": ("flux-2-klein-9b", "klein"),
-    "flux-2-flex": ("flux-2-flex",),
-    "flux-2-pro": ("flux-2-pro",),
-    "flux-2-max": ("flux-2-max",),
+    "flux-2-flex": ("flux-2-flex", "flex"),
+    "flux-2-pro": ("flux-2-pro", "pro"),
+    "flux-2-max": ("flux-2-max", "max"),
 }
 _ENDPOINT_NAME = re.compile(r"^flux[a-z0-9.-]*$")
 # Fields of BFL requests that change the image and that this server cannot honour: refused, not ignored.
