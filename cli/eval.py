@@ -68,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{part:<6} (n={report[part]['n']:>3})     {_fmt(report[part]['accuracy'])}")
     print(f"seconds per image   {report['seconds_per_image']:.4f} (batch {report['batch_size']}, "
           f"{report['threads']} threads)")
+    if "cap_loss" in report:
+        cap = report["captioning"]
+        print(f"CapLoss             {report['cap_loss']:.3f} (the model's caption loss of each prompt on its "
+              f"image; lower is better)")
+        print(f"captions parse      {_fmt(cap['accuracy'])} (fresh renders, {args.language}; "
+              f"{cap['seconds_per_image']:.3f} s per image)")
     if report["failed"]:
         print(f"failed generations  {report['failed']}")
     return 0

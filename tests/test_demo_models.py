@@ -63,3 +63,10 @@ def test_variants_on_the_same_weights_share_one_loaded_pipeline() -> None:
     pipelines = load_pipelines(catalog, ["klein", "flex", "pro", "max", "schnell"], "cpu")
     assert pipelines["klein"] is pipelines["flex"] is pipelines["pro"] is pipelines["max"]
     assert pipelines["schnell"] is not pipelines["klein"]
+
+
+def test_eval_of_a_captioning_model_reports_caploss_and_caption_accuracy() -> None:
+    report = evaluate_variant(resolve_variant("cogview"), 6, batch_size=6)
+    assert report["n"] == 6 and report["failed"] == 0
+    assert report["cap_loss"] > 0  # a per-token cross-entropy
+    assert report["captioning"]["n"] == 6 and 0 <= report["captioning"]["accuracy"] <= 1

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from models.demo.metrics import evaluate
+from models.demo.metrics import evaluate, evaluate_captioning
 from models.demo.prompts import DEFAULT_EVAL_SEED, eval_prompts
 from models.interface import ImageRequest
 
@@ -39,13 +39,28 @@ def evaluate_variant(
     guidance = spec["guidance"] if guidance is None else guidance
     size = spec["size"]
 
+    made: list[tuple[str, Any]] = []  # (prompt, image) for the caption model's own view below
+
     def generate(items: list[tuple[str, int]]) -> list:
         reqs = [ImageRequest(prompt=p, seed=s, width=size, height=size, steps=steps, guidance=guidance)
                 for p, s in items]
-        return pipe.generate(reqs)
+        images = pipe.generate(reqs)
+        made.extend(zip([p for p, _ in items], images, strict=True))
+        return images
 
-    report = evaluate(generate, eval_prompts(n, seed), language=language, batch_size=batch_size,
-                      progress=progress)
+    prompts = eval_prompts(n, seed)
+    report = evaluate(generate, prompts, language=language, batch_size=batch_size, progress=progress)
+    if hasattr(pipe, "cap_loss") and hasattr(pipe, "caption"):
+        # A model that captions (CogView) also reports CapLoss: the per-token caption loss of each
+        # prompt given the image made for it (lower: the model itself sees its prompt in the image),
+        # and how often its captions of fresh renders parse to the right attributes.
+        losses = [pipe.cap_loss(p, [im])[0] for p, im in made if im is not None]
+        report["cap_loss"] = sum(losses) / max(len(losses), 1)
+
+        def caption(images: list) -> list[str]:
+            return pipe.caption(images, language, list(range(len(images))))
+
+        report["captioning"] = evaluate_captioning(caption, prompts, size=size, batch_size=batch_size)
     report.update(variant=spec.get("name", spec["preset"]), preset=spec["preset"], steps=steps, guidance=guidance,
                   size=size, batch_size=batch_size, threads=torch.get_num_threads())
     return report
