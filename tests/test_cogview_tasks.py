@@ -189,3 +189,13 @@ def test_sentencepiece_text(tmp_path) -> None:
     zh, en = t.language_mask("zh"), t.language_mask("en")
     cat = t.encode("猫")[-1]
     assert zh[cat] and not en[cat]
+
+
+def test_super_resolution_prompts_are_padded_only_where_the_config_says() -> None:
+    from models.cogview.presets import get_config
+    from models.cogview.tasks import sr_prefix
+
+    demo, released = get_config("demo-cogview"), get_config("cogview-4b")
+    short, long = [demo.n_image + 97] * 3, [demo.n_image + 97] * 40
+    assert len(sr_prefix(demo, short)) == len(sr_prefix(demo, long)) == 1 + demo.sr_text_tokens + 2
+    assert sr_prefix(released, [released.n_image + 5] * 3) == t2i_prefix(released, [released.n_image + 5] * 3)

@@ -68,6 +68,11 @@ class CogViewConfig:
     temperature: float = 1.0
     sr_temperature: float = 1.02
     caption_tokens: int = 20
+    # Super-resolution prompts padded with spaces to this many tokens (0: as released, unpadded). The
+    # low-res window sits between the text and [ROI2] (where positions restart), so with a fixed
+    # text length its tokens keep fixed positions: a small model then learns which low-res token
+    # each high-res one magnifies far sooner than when they shift with every prompt's length.
+    sr_text_tokens: int = 0
     # Largest number of sequences one forward runs (--max-inference-batch-size).
     max_batch: int = 12
 

@@ -24,6 +24,7 @@ from models.cogview.tasks import (
     caption_prefix,
     caption_scores,
     rerank_order,
+    sr_prefix,
     super_resolve,
     t2i_prefix,
 )
@@ -121,7 +122,7 @@ class CogViewPipeline:
     def _sr(self, reqs: Sequence[ImageRequest], on_token: TokenCallback | None) -> list[Image.Image | None]:
         g = self.cfg.image_grid
         low = self._codes([r.images[0] for r in reqs]).view(-1, g, g)
-        prefixes = [t2i_prefix(self.cfg, self.text_ids(r.prompt)) for r in reqs]
+        prefixes = [sr_prefix(self.cfg, self.text_ids(r.prompt)) for r in reqs]
         gens = [torch.Generator().manual_seed(r.seed) for r in reqs]
         high, stop = super_resolve(
             self.sr_transformer, prefixes, low, gens,

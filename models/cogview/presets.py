@@ -37,6 +37,7 @@ DEMO = CogViewConfig(
     # CogView has no end token: the demo captioner is trained on captions padded with spaces to
     # this length (the longest shapes-world caption is 53 UTF-8 bytes).
     caption_tokens=56,
+    sr_text_tokens=56,  # see CogViewConfig.sr_text_tokens
     max_batch=16,
 )
 

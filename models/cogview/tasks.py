@@ -28,6 +28,15 @@ def t2i_prefix(cfg: CogViewConfig, text: Sequence[int]) -> list[int]:
     return [cfg.cmd("[ROI1]"), *text, cfg.cmd(cfg.size_token), cfg.cmd("[BOI1]")]
 
 
+def sr_prefix(cfg: CogViewConfig, text: Sequence[int]) -> list[int]:
+    """The super-resolution prefix: text-to-image's, with the text padded to cfg.sr_text_tokens
+    (byte-level text: the space byte) when the config asks for it."""
+    n = cfg.sr_text_tokens
+    if n:
+        text = [*text[:n], *[cfg.n_image + ord(" ")] * max(0, n - len(text))]
+    return t2i_prefix(cfg, text)
+
+
 def caption_prefix(cfg: CogViewConfig, codes: Sequence[int]) -> list[int]:
     return [cfg.cmd(cfg.size_token), cfg.cmd("[BOI1]"), *codes, cfg.cmd("[EOI1]"), cfg.cmd("[ROI1]")]
 

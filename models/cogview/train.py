@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from models.cogview.config import CogViewConfig
 from models.cogview.presets import build_transformer, build_vqvae, get_config
-from models.cogview.tasks import caption_prefix, sequence_loss, sr_middle, sr_windows, t2i_prefix
+from models.cogview.tasks import caption_prefix, sequence_loss, sr_middle, sr_prefix, sr_windows, t2i_prefix
 from models.cogview.text import ByteText
 from models.cogview.transformer import CogViewTransformer
 from models.cogview.vqvae import VQVAE
@@ -153,7 +153,9 @@ def sequences(
             w = windows[int(rng.integers(len(windows)))]
             low = sr[0][k].view(g, g)[w.low[0], w.low[1]].flatten().tolist()
             high = sr[1][k].view(2 * g, 2 * g)[w.high[0], w.high[1]].flatten().tolist()
-            rows.append(t2i_prefix(cfg, t) + low + sr_middle(cfg) + high)
+            # A third of them without a prompt: /v1/upscale's prompt is optional.
+            prompt = t if rng.random() >= 1 / 3 else []
+            rows.append(sr_prefix(cfg, prompt) + low + sr_middle(cfg) + high)
     n = max(len(r) for r in rows)
     return torch.tensor([r + [pad] * (n - len(r)) for r in rows])
 
