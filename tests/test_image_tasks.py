@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from models.demo.captions import caption
+from models.demo.captions import caption, parse_caption
 from models.demo.judge import judge
 from models.demo.world import Attributes, render
 from tests.conftest import Proc, make_key
@@ -122,6 +122,38 @@ def run_task(api: httpx.Client, route: str, body: dict) -> dict:
     job = api.post(route, json=body, headers=WAIT).json()
     assert job["status"] == "succeeded", job
     return job
+
+
+def test_captions_parse_to_the_attributes_of_the_image(api: httpx.Client, worker: Proc) -> None:
+    for language in ("en", "zh"):
+        right = 0
+        for i, attrs in enumerate(SCENES):
+            job = run_task(api, "/v1/caption", {"model": "cogview", "image": b64_png(render(attrs, 64, seed=i)),
+                                                "language": language, "seed": i})
+            text = job["result"]["captions"][0]
+            right += parse_caption(text) == attrs
+        # The demo captioner's accuracy is measured in the README (benchmarks/cogview_demo_eval.py).
+        assert right >= len(SCENES) - CAPTION_MISSES, (language, right)
+
+
+def test_rank_puts_the_image_that_matches_the_prompt_first(api: httpx.Client, worker: Proc) -> None:
+    images = [b64_png(render(attrs, 64, seed=i)) for i, attrs in enumerate(SCENES[:4])]
+    for i, attrs in enumerate(SCENES[:4]):
+        for language in ("en", "zh"):
+            job = run_task(api, "/v1/rank", {"model": "cogview", "prompt": caption(attrs, language),
+                                             "images": images})
+            assert job["result"]["order"][0] == i, (attrs, language, job["result"])
+
+
+def test_an_upscale_keeps_the_attributes(api: httpx.Client, worker: Proc) -> None:
+    kept = 0
+    for i, attrs in enumerate(SCENES):
+        job = run_task(api, "/v1/upscale", {"model": "cogview", "image": b64_png(render(attrs, 64, seed=i)),
+                                            "prompt": caption(attrs), "seed": i})
+        image = Image.open(io.BytesIO(api.get(job["images"][0]["url"]).content)).convert("RGB")
+        assert image.size == (128, 128)
+        kept += judge(image) == attrs
+    assert kept >= len(SCENES) - UPSCALE_MISSES, kept
 
 
 def object_box(image: Image.Image, margin: int = 3) -> tuple[int, int, int, int]:
