@@ -11,7 +11,14 @@ from PIL import Image, ImageFilter
 
 from models.demo.captions import caption_en, caption_zh, parse_caption
 from models.demo.judge import judge, read
-from models.demo.metrics import accuracy_report, edge_sharpness, evaluate, rerank_report, sr_report
+from models.demo.metrics import (
+    accuracy_report,
+    edge_sharpness,
+    evaluate,
+    grain_share,
+    rerank_report,
+    sr_report,
+)
 from models.demo.prompts import eval_prompts
 from models.demo.world import (
     BACKGROUNDS,
@@ -165,6 +172,15 @@ def test_edge_sharpness_prefers_true_detail_over_bicubic_and_blur() -> None:
     blurred = [im.filter(ImageFilter.GaussianBlur(1.5)) for im in high]
     assert sr_report(blurred, low)["sharpness_ratio"] < 1.0
     assert edge_sharpness(Image.new("RGB", (16, 16))) == 0.0
+
+
+def test_faint_grain_is_reported_and_does_not_pass_for_blur() -> None:
+    image = render(Attributes("gray", "yellow", "square", "top"), 128, 0)
+    noise = np.random.default_rng(0).integers(-1, 2, (128, 128, 1))  # one level, as a decoder's grain
+    grainy = Image.fromarray((np.asarray(image).astype(int) + noise).clip(0, 255).astype(np.uint8))
+    assert grain_share(image) < 0.1 < 0.5 < grain_share(grainy)
+    # The edges are as steep as before: grain neither hides them nor counts as edges.
+    assert abs(edge_sharpness(grainy) - edge_sharpness(image)) < 0.05 * edge_sharpness(image)
 
 
 def test_demo_package_stays_free_of_service_imports() -> None:

@@ -204,6 +204,7 @@ def train_transformer(
     rng: np.random.Generator,
     log: Log,
     sr: bool = False,
+    sr_fraction: float = 0.2,
     save: Callable[[int, float], None] | None = None,
     save_every: float = 120.0,
     opt: torch.optim.Optimizer | None = None,
@@ -222,7 +223,7 @@ def train_transformer(
         scale = min(1.0, (step + 1) / 100) * (0.1 + 0.45 * (1 + np.cos(np.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr * scale
-        n_sr = batch // 5 if sr else 0  # super-resolution rows: a fifth of the batch
+        n_sr = round(batch * sr_fraction) if sr else 0  # super-resolution rows
         pixels, caps = shapes_batch(batch - n_sr, rng, cfg.image_size)
         seqs = [sequences(cfg, vq.encode(pixels), caps, rng)]
         if n_sr:
@@ -276,6 +277,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     ap.add_argument("--vqvae", type=Path, help="start from (or, with --vq-minutes 0, just use) this VQ-VAE")
     ap.add_argument("--no-sr", action="store_true", help="train without the super-resolution template")
+    ap.add_argument("--sr-fraction", type=float, default=0.2, help="share of each batch in super-resolution rows")
+    ap.add_argument("--transformer", type=Path,
+                    help="start the transformer from these weights (e.g. the shipped ones), fresh optimiser")
     ap.add_argument("--resume", action="store_true", help="continue the transformer run saved in --out")
     ap.add_argument("--export", type=Path, metavar="DIR",
                     help="only write --out's weights to DIR/cogview_{transformer,vqvae}.safetensors, fp16")  # fmt: skip
@@ -309,6 +313,9 @@ def main() -> None:
         return
     model = build_transformer(cfg, "cpu")
     model.init_weights()
+    if args.transformer is not None and not (args.resume and state_path.exists()):
+        model.load_state_dict({k: v.float() for k, v in load_file(str(args.transformer)).items()})
+        print(f"transformer from {args.transformer}")
     opt, elapsed, step = None, 0.0, 0
     if args.resume and state_path.exists():
         state = torch.load(state_path, weights_only=False)
@@ -328,7 +335,8 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01)
     opt_ref.append(opt)
     train_transformer(model, vq, args.lm_minutes * 60, args.batch, args.lr, rng, print, sr=not args.no_sr,
-                      save=save, opt=opt, start_elapsed=elapsed, start_step=step)  # fmt: skip
+                      sr_fraction=args.sr_fraction, save=save, opt=opt, start_elapsed=elapsed,
+                      start_step=step)  # fmt: skip
     print(f"wrote {vq_path} and {lm_path}")
 
 
