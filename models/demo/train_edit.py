@@ -167,6 +167,7 @@ def main() -> None:
         r.update(step, loss)
         if step % 25 == 0:
             log(step=step, loss=round(loss.item(), 4), train_wall=round(r.wall, 1))
+    torch.save(r.ema.state_dict(), run / "ema_final.pt")  # a teacher for train_distill --mode klein
     name = EXPORT[args.mode]
     paths = [args.export_dir / f"{name}_transformer.safetensors", args.export_dir / f"{name}_text.safetensors"]
     export(r.ema.transformer, paths[0])

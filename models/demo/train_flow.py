@@ -1,15 +1,17 @@
 """Train a demo flow transformer jointly with the demo text encoder (rectified flow, flux.md §8).
 
-    nice -n 10 python -m models.demo.train_flow --arch dev --steps 4800     # dev base
+    nice -n 10 python -m models.demo.train_flow --arch dev --steps 14000    # dev base
     nice -n 10 python -m models.demo.train_flow --arch klein --steps 2000   # klein base
 
 Wall time: ~15 min for 2,000 steps of batch 32 on one thread of a 2-core CPU shared with
-other jobs (0.3-1.1 s a step as the load varied; runs/flow_<arch>/log.jsonl has a run's own);
-the shipped dev base is 4,800 steps, ~38 min of training in all (2,263 s). The shipped runs
-were stopped and resumed on the way (klein: at 500/600 steps with --steps 1000, at 1000 with
---steps 2000; dev likewise, then resumed from 2,000 with --steps 4000 and at 3,200 with --steps
-4800), which re-stretches the cosine schedule; a straight run is the clean way to reproduce them.
-Longer training mostly buys shape (dev, 270 prompts, all four: 0.31 at 2,000 steps, 0.49 at 4,800).
+other jobs (0.3-1.1 s a step as the load varied; runs/flow_<arch>/log.jsonl has a run's own).
+The shipped dev base: 4,800 steps with the plain loss (~38 min of training, resumed on the way),
+then resumed to 14,000 steps with the object-weighted loss (--object-weight 4, batch 64; several
+hours beside other jobs: that run's log was lost with the session that ran it). Stopping and
+resuming with a larger --steps re-stretches the cosine schedule; a straight run is the clean way
+to reproduce. Longer training mostly buys shape (dev on 270 prompts, all four attributes: 0.31 at
+2,000 steps, 0.49 at 4,800, 0.90 at 14,000). klein's base is 2,000 steps; it was trained further
+as the plain rows of train_edit.py's reference mode (see train_distill.py).
 
 Convention as the sampler integrates it: x_t = (1 - t) x0 + t eps, the model predicts eps - x0,
 t ~ logit-normal(0.8, 1) (skewed to the noisy end; see T_MEAN), plus a small auxiliary loss that
