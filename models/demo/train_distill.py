@@ -6,8 +6,15 @@
 
 Wall time: a few minutes each on one thread of the shared 2-core CPU (the trajectory bank is
 most of it for schnell and klein); each run's own is in runs/distill_<mode>/log.jsonl. The
-shipped dev and schnell (from the 4,800-step dev base), run side by side: guidance 5.5 min
-(319 s of training), schnell 6 min (256 s of training plus the bank).
+shipped dev and schnell come from the 14,000-step dev base (train_flow.py): guidance --steps 300
+--lr 5e-4, schnell --steps 400 --bank 512 --lr 3e-4, side by side.
+The shipped klein: the earlier klein (a 2,000-step base, distilled) trained on in
+train_edit.py's reference mode, whose plain rows continue base training, to step 15,000 of that
+run (batch 32, lr 5e-4, about 95 min; judged at 4 steps on 270 prompts: 0.37 -> 0.52 at step
+9,000 -> 0.56), then distilled again:
+    --mode klein --teacher runs/edit_reference/ema_final.pt --steps 400 --bank 512 --lr 3e-4
+(4 min; 0.56 -> 0.59 on 270 prompts). The student starts from the teacher, so it keeps reading
+reference images.
 
 guidance: the student (init: the dev base) learns v(x_t, t, c, g) = v_u + g (v_c - v_u) of the
   frozen base for g ~ U(1, 6) at noised data points: FLUX.1-dev's guidance distillation, so the
