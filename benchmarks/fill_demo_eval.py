@@ -15,24 +15,12 @@ import dataclasses
 
 import numpy as np
 import torch
-from PIL import Image
 
 from models.demo.captions import caption
 from models.demo.judge import judge
-from models.demo.world import COLORS, render, sample_attributes
+from models.demo.world import COLORS, object_box_mask, render, sample_attributes
 from models.interface import ImageRequest
 from models.loading import load_pipeline
-
-
-def object_mask(image: Image.Image, margin: int = 3) -> Image.Image:
-    arr = np.asarray(image).astype(float)
-    ys, xs = np.nonzero(np.abs(arr - arr[0, 0]).max(-1) > 25)
-    h, w = arr.shape[:2]
-    box = (max(0, xs.min() - margin), max(0, ys.min() - margin), min(w, xs.max() + 1 + margin),
-           min(h, ys.max() + 1 + margin))  # fmt: skip
-    mask = Image.new("L", (w, h), 0)
-    mask.paste(255, box)
-    return mask
 
 
 def main() -> None:
@@ -52,7 +40,7 @@ def main() -> None:
     for i in range(args.n):
         attrs = sample_attributes(rng)
         source = render(attrs, 64, seed=i)
-        mask = object_mask(source)
+        mask = object_box_mask(source)
         others = [c for c in COLORS if c != attrs.color]
         target = dataclasses.replace(attrs, color=others[int(rng.integers(len(others)))])
         requests.append(ImageRequest(caption(target), i, 64, 64, 20, 3.5, task="inpaint", images=(source,),

@@ -13,7 +13,7 @@ from PIL import Image
 
 from models.demo.captions import caption, parse_caption
 from models.demo.judge import judge
-from models.demo.world import Attributes, render
+from models.demo.world import Attributes, object_box_mask, render
 from tests.conftest import Proc, make_key
 from tests.test_service_jobs import PROMPT, finished
 
@@ -156,14 +156,6 @@ def test_an_upscale_keeps_the_attributes(api: httpx.Client, worker: Proc) -> Non
     assert kept >= len(SCENES) - UPSCALE_MISSES, kept
 
 
-def object_box(image: Image.Image, margin: int = 3) -> tuple[int, int, int, int]:
-    """The box (left, top, right, bottom) of pixels that differ from the corner colour, plus a margin."""
-    arr = np.asarray(image).astype(float)
-    ys, xs = np.nonzero(np.abs(arr - arr[0, 0]).max(axis=-1) > 25)
-    return (max(0, xs.min() - margin), max(0, ys.min() - margin), min(arr.shape[1], xs.max() + 1 + margin),
-            min(arr.shape[0], ys.max() + 1 + margin))
-
-
 def test_inpainting_paints_the_prompt_into_the_mask_and_keeps_the_rest(api: httpx.Client, worker: Proc) -> None:
     # The demo Fill model: each scene's object is masked and the prompt asks for another colour there.
     cases = [(Attributes("white", "red", "circle", "left"), "blue"),
@@ -175,9 +167,7 @@ def test_inpainting_paints_the_prompt_into_the_mask_and_keeps_the_rest(api: http
     recoloured = 0
     for i, (attrs, color) in enumerate(cases):
         source = render(attrs, 64, seed=i)
-        box = object_box(source)
-        mask = Image.new("L", (64, 64), 0)
-        mask.paste(255, box)
+        mask = object_box_mask(source)
         wanted = dataclasses.replace(attrs, color=color)
         body = {"model": "fill", "prompt": caption(wanted), "seed": i, "image": b64_png(source),
                 "mask": b64_png(mask.convert("RGB"))}

@@ -8,7 +8,7 @@ serves every task: text-to-image (`[ROI1] text [TINY] [BOI1] image [EOI1]`) and 
 
 writes `vqvae.safetensors` and `transformer.safetensors` for
 `load_cogview_pipeline("demo-cogview", {"vqvae": ..., "transformer": ...})`; `--export DIR` then
-writes the shipped fp16 files. Super-resolution windows are a fifth of each batch.
+writes the shipped fp16 files. Super-resolution windows are a fifth of each batch (--sr-fraction).
 
 How the shipped weights were made (one thread of a shared 2-core CPU, about 3 h in all; each
 command resumable: rerun it after a stop):

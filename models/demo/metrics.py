@@ -162,17 +162,19 @@ def edge_sharpness(image: Image.Image, floor: float = EDGE_FLOOR) -> float:
     then measure flatness, not edges; grain is reported on its own (grain_share). Higher is
     sharper; compare images of the same size only. An image without edges scores 0.
     """
-    mag = _gradient_magnitude(image)
-    mag = mag[mag >= floor]
-    total = float(mag.sum())
-    return float((mag**2).sum()) / total if total > 0 else 0.0
+    return _edge_and_grain(_gradient_magnitude(image), floor)[0]
 
 
 def grain_share(image: Image.Image, floor: float = EDGE_FLOOR) -> float:
     """The share of an image's gradient mass below `floor` (faint texture, not edges)."""
-    mag = _gradient_magnitude(image)
-    total = float(mag.sum())
-    return float(mag[mag < floor].sum()) / total if total > 0 else 0.0
+    return _edge_and_grain(_gradient_magnitude(image), floor)[1]
+
+
+def _edge_and_grain(mag: np.ndarray, floor: float = EDGE_FLOOR) -> tuple[float, float]:
+    edges = mag[mag >= floor]
+    edge_total, total = float(edges.sum()), float(mag.sum())
+    steepness = float((edges**2).sum()) / edge_total if edge_total > 0 else 0.0
+    return steepness, (total - edge_total) / total if total > 0 else 0.0
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -200,10 +202,10 @@ def sr_report(
     sharp_sr, sharp_bic, psnr_sr, psnr_bic, grain_sr, grain_bic = [], [], [], [], [], []
     for sr, low in zip(sr_images, low_images, strict=True):
         bicubic = low.convert("RGB").resize(sr.size, Image.Resampling.BICUBIC)
-        sharp_sr.append(edge_sharpness(sr))
-        sharp_bic.append(edge_sharpness(bicubic))
-        grain_sr.append(grain_share(sr))
-        grain_bic.append(grain_share(bicubic))
+        for image, sharp, grain in ((sr, sharp_sr, grain_sr), (bicubic, sharp_bic, grain_bic)):
+            steepness, share = _edge_and_grain(_gradient_magnitude(image))
+            sharp.append(steepness)
+            grain.append(share)
         target = np.asarray(low.convert("RGB"), dtype=np.float64)
         for out, acc in ((sr, psnr_sr), (bicubic, psnr_bic)):
             down = out.convert("RGB").resize(low.size, Image.Resampling.LANCZOS)

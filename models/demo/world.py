@@ -163,6 +163,18 @@ def render(attrs: Attributes, size: int = 64, seed: int | np.random.Generator | 
     return draw(attrs, sample_geometry(attrs, as_generator(seed)), size)
 
 
+def object_box_mask(image: Image.Image, margin: int = 3) -> Image.Image:
+    """An inpainting mask (L, 255 = repaint) over the box of pixels that differ from the corner
+    colour (a scene's object), grown by `margin` px: what a user masks to repaint the object."""
+    arr = np.asarray(image.convert("RGB")).astype(float)
+    ys, xs = np.nonzero(np.abs(arr - arr[0, 0]).max(axis=-1) > 25)
+    h, w = arr.shape[:2]
+    mask = Image.new("L", (w, h), 0)
+    mask.paste(255, (max(0, xs.min() - margin), max(0, ys.min() - margin), min(w, xs.max() + 1 + margin),
+                     min(h, ys.max() + 1 + margin)))  # fmt: skip
+    return mask
+
+
 @functools.cache
 def _pool(include_held_out: bool) -> tuple[Attributes, ...]:
     # Cached: training samples millions of times and rebuilding 270 validated dataclasses each
